@@ -1,0 +1,27 @@
+# drover's build, test and lint entry points. `make test` is what CI runs.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build test lint setup bench quickstart quickstart-stop clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/drover ./cmd/drover
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+clean:
+	rm -rf bin

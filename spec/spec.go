@@ -1,0 +1,250 @@
+// Package spec defines drover's two configuration files and every rule they
+// must satisfy: drover.yaml (the desired state of a node, kept in the config
+// repo) and node.yaml (a node's own settings, never in git).
+//
+// Parsing is strict (an unknown field is an error) and validation reports
+// every problem at once, each as file:line:col, the field path
+// (workers[1].port) and why. A spec that Parse returns without error is safe
+// to render into nginx and systemd files: every value that reaches them has
+// been checked against injection, and every path stays inside the repo.
+package spec
+
+import (
+	"time"
+)
+
+// FileName is the name of the spec at the root of the config directory.
+const FileName = "drover.yaml"
+
+// Spec is drover.yaml, version 1.
+type Spec struct {
+	Version    int         `yaml:"version" json:"version"`
+	Rollout    Rollout     `yaml:"rollout" json:"rollout"`
+	Sites      []Site      `yaml:"sites" json:"sites,omitempty"`
+	Workers    []Worker    `yaml:"workers" json:"workers,omitempty"`
+	Nginx      Nginx       `yaml:"nginx" json:"nginx"`
+	Migrations *Migrations `yaml:"migrations" json:"migrations,omitempty"`
+}
+
+// Rollout is the policy for moving the cluster to a new revision.
+type Rollout struct {
+	// MaxUnavailable is how many nodes may be out of service at once.
+	MaxUnavailable int `yaml:"maxUnavailable" json:"maxUnavailable"`
+	// DrainTimeout bounds the wait for in-flight requests after a drain.
+	DrainTimeout Duration `yaml:"drainTimeout" json:"drainTimeout"`
+	// HealthTimeout bounds the health checks after a switch on one node.
+	HealthTimeout Duration `yaml:"healthTimeout" json:"healthTimeout"`
+	// Soak is how long a node must stay healthy after its checks pass
+	// before it re-joins the load balancer and hands the lock on.
+	Soak Duration `yaml:"soak" json:"soak"`
+	// ProgressDeadline bounds a whole node's turn, lock wait included.
+	ProgressDeadline Duration `yaml:"progressDeadline" json:"progressDeadline"`
+	// OnFailure is "rollback" (switch back to the previous release) or
+	// "halt" (stay drained on the failed release for inspection).
+	OnFailure string `yaml:"onFailure" json:"onFailure"`
+}
+
+// Site is a directory of static files served by nginx.
+type Site struct {
+	Name        string   `yaml:"name" json:"name"`
+	ServerNames []string `yaml:"serverNames" json:"serverNames"`
+	// Exactly one of Source (a directory of the config repo) and Artifact.
+	Source   string    `yaml:"source" json:"source,omitempty"`
+	Artifact *Artifact `yaml:"artifact" json:"artifact,omitempty"`
+	// SPA serves index.html for any path that is not a file.
+	SPA bool `yaml:"spa" json:"spa,omitempty"`
+	// Headers are added to every response of the site.
+	Headers map[string]string `yaml:"headers" json:"headers,omitempty"`
+	// Health is the request that proves the site is served; default GET /.
+	Health *SiteHealth `yaml:"health" json:"health,omitempty"`
+}
+
+// SiteHealth is the check of a site, made through the local nginx.
+type SiteHealth struct {
+	Path   string `yaml:"path" json:"path"`
+	Status int    `yaml:"status" json:"status"`
+}
+
+// Artifact is a tarball built elsewhere (by CI), pinned by its digest.
+type Artifact struct {
+	URL    string `yaml:"url" json:"url"`
+	SHA256 string `yaml:"sha256" json:"sha256"`
+	// StripComponents removes leading path elements, like tar's option.
+	StripComponents int `yaml:"stripComponents" json:"stripComponents,omitempty"`
+}
+
+// Worker is a long-running process with Instances copies; instance n (from 0)
+// listens on Port+n and gets PORT in its environment. nginx proxies to them.
+type Worker struct {
+	Name     string    `yaml:"name" json:"name"`
+	Source   string    `yaml:"source" json:"source,omitempty"`
+	Artifact *Artifact `yaml:"artifact" json:"artifact,omitempty"`
+	// Install runs in the new release's bundle directory before anything
+	// switches (e.g. yarn install --frozen-lockfile --production).
+	Install        []string `yaml:"install" json:"install,omitempty"`
+	InstallTimeout Duration `yaml:"installTimeout" json:"installTimeout,omitempty"`
+	// Exec is the argv of one instance; a relative argv[0] is resolved
+	// in the bundle directory.
+	Exec      []string          `yaml:"exec" json:"exec"`
+	Instances int               `yaml:"instances" json:"instances"`
+	Port      int               `yaml:"port" json:"port"`
+	Env       map[string]string `yaml:"env" json:"env,omitempty"`
+	// EnvironmentFile is a node-local file of secrets (KEY=value lines).
+	EnvironmentFile string   `yaml:"environmentFile" json:"environmentFile,omitempty"`
+	User            string   `yaml:"user" json:"user,omitempty"`
+	DataDirs        []string `yaml:"dataDirs" json:"dataDirs,omitempty"`
+	Health          Health   `yaml:"health" json:"health"`
+	Routes          []Route  `yaml:"routes" json:"routes,omitempty"`
+}
+
+// Health is the HTTP check of each instance of a worker: GET Path on the
+// instance's port must answer Status (default 200) Successes times in a row.
+type Health struct {
+	Path      string   `yaml:"path" json:"path"`
+	Status    int      `yaml:"status" json:"status,omitempty"`
+	Interval  Duration `yaml:"interval" json:"interval,omitempty"`
+	Successes int      `yaml:"successes" json:"successes,omitempty"`
+	// Timeout bounds one request.
+	Timeout Duration `yaml:"timeout" json:"timeout,omitempty"`
+}
+
+// Route sends requests for ServerName whose path starts with Path to a worker.
+type Route struct {
+	ServerName string `yaml:"serverName" json:"serverName"`
+	Path       string `yaml:"path" json:"path"`
+}
+
+// Nginx holds the cluster-wide nginx settings.
+type Nginx struct {
+	// HealthPort is the plain-HTTP port that serves only the LB health
+	// endpoint.
+	HealthPort int `yaml:"healthPort" json:"healthPort"`
+	// HealthPath is the load balancer's health endpoint on HealthPort.
+	HealthPath string `yaml:"healthPath" json:"healthPath"`
+	// HTTPSPort serves the sites and routes.
+	HTTPSPort int  `yaml:"httpsPort" json:"httpsPort"`
+	TLS       *TLS `yaml:"tls" json:"tls,omitempty"`
+	// ClientMaxBodySize is nginx's client_max_body_size, e.g. "10m".
+	ClientMaxBodySize string `yaml:"clientMaxBodySize" json:"clientMaxBodySize,omitempty"`
+}
+
+// TLS names the certificate files on every node.
+type TLS struct {
+	Certificate string `yaml:"certificate" json:"certificate"`
+	Key         string `yaml:"key" json:"key"`
+}
+
+// Migrations configures SQL migrations kept in the repo.
+type Migrations struct {
+	Dir              string   `yaml:"dir" json:"dir"`
+	LockTimeout      Duration `yaml:"lockTimeout" json:"lockTimeout,omitempty"`
+	StatementTimeout Duration `yaml:"statementTimeout" json:"statementTimeout,omitempty"`
+}
+
+// Defaults for drover.yaml.
+const (
+	DefaultMaxUnavailable   = 1
+	DefaultDrainTimeout     = 30 * time.Second
+	DefaultHealthTimeout    = 60 * time.Second
+	DefaultSoak             = 5 * time.Second
+	DefaultProgressDeadline = 10 * time.Minute
+	DefaultInstallTimeout   = 5 * time.Minute
+	DefaultHealthInterval   = time.Second
+	DefaultHealthSuccesses  = 3
+	DefaultHealthReqTimeout = 2 * time.Second
+)
+
+func defaultSpec() Spec {
+	return Spec{
+		Rollout: Rollout{
+			MaxUnavailable:   DefaultMaxUnavailable,
+			DrainTimeout:     Duration(DefaultDrainTimeout),
+			HealthTimeout:    Duration(DefaultHealthTimeout),
+			Soak:             Duration(DefaultSoak),
+			ProgressDeadline: Duration(DefaultProgressDeadline),
+			OnFailure:        "rollback",
+		},
+		Nginx: Nginx{HealthPort: 80, HTTPSPort: 443, HealthPath: "/healthz"},
+	}
+}
+
+// applyDefaults fills what the file left empty inside lists, where the
+// defaults cannot be set before decoding.
+func (s *Spec) applyDefaults() {
+	for i := range s.Workers {
+		w := &s.Workers[i]
+		if w.Instances == 0 {
+			w.Instances = 1
+		}
+		if w.InstallTimeout == 0 {
+			w.InstallTimeout = Duration(DefaultInstallTimeout)
+		}
+		h := &w.Health
+		if h.Status == 0 {
+			h.Status = 200
+		}
+		if h.Interval == 0 {
+			h.Interval = Duration(DefaultHealthInterval)
+		}
+		if h.Successes == 0 {
+			h.Successes = DefaultHealthSuccesses
+		}
+		if h.Timeout == 0 {
+			h.Timeout = Duration(DefaultHealthReqTimeout)
+		}
+		for j := range w.Routes {
+			if w.Routes[j].Path == "" {
+				w.Routes[j].Path = "/"
+			}
+		}
+	}
+	for i := range s.Sites {
+		site := &s.Sites[i]
+		if site.Health == nil {
+			site.Health = &SiteHealth{}
+		}
+		if site.Health.Path == "" {
+			site.Health.Path = "/"
+		}
+		if site.Health.Status == 0 {
+			site.Health.Status = 200
+		}
+	}
+	if s.Migrations != nil {
+		if s.Migrations.Dir == "" {
+			s.Migrations.Dir = "migrations"
+		}
+		if s.Migrations.LockTimeout == 0 {
+			s.Migrations.LockTimeout = Duration(5 * time.Second)
+		}
+		if s.Migrations.StatementTimeout == 0 {
+			s.Migrations.StatementTimeout = Duration(5 * time.Minute)
+		}
+	}
+}
+
+// Parse decodes and validates drover.yaml. file is the name used in errors.
+// The error, if any, is an Errors listing every problem.
+func Parse(file string, data []byte) (*Spec, error) {
+	s := defaultSpec()
+	pos, errs := decodeFile(file, data, &s)
+	if pos == nil {
+		return nil, errs
+	}
+	s.applyDefaults()
+	v := &validator{file: file, pos: pos}
+	v.spec(&s)
+	if errs = mergeErrors(errs, v.errs); len(errs) > 0 {
+		return nil, errs
+	}
+	return &s, nil
+}
+
+// InstancePorts returns the port of each instance of w, in order.
+func (w *Worker) InstancePorts() []int {
+	ports := make([]int, w.Instances)
+	for i := range ports {
+		ports[i] = w.Port + i
+	}
+	return ports
+}

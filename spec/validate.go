@@ -1,0 +1,499 @@
+package spec
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// validator checks a decoded file and collects every problem, each placed at
+// the position of the offending field (or of its nearest written parent).
+type validator struct {
+	file string
+	pos  map[string]Pos
+	errs Errors
+}
+
+func (v *validator) fail(field, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{File: v.file, Pos: v.posOf(field), Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// posOf finds where field was written, or where its closest parent was.
+func (v *validator) posOf(field string) Pos {
+	for f := field; f != ""; {
+		if p, ok := v.pos[f]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(f, ".[")
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return v.pos[""]
+}
+
+var (
+	nameRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
+	headerNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	envKeyRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	userRE       = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	sha256RE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	urlPathRE    = regexp.MustCompile(`^/[A-Za-z0-9/._~%+-]*$`)
+	bodySizeRE   = regexp.MustCompile(`^[0-9]{1,9}[kKmMgG]?$`)
+	hostLabelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	nodeNameRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
+	// refRE is a conservative subset of git's ref-name rules.
+	refRE = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,200}$`)
+)
+
+// checkServerName accepts a hostname, or a wildcard whose "*" is a whole
+// first label ("*.example.com"), as nginx's server_name understands them.
+func checkServerName(s string) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	if len(s) > 253 {
+		return "is longer than 253 characters"
+	}
+	labels := strings.Split(s, ".")
+	for i, l := range labels {
+		if i == 0 && l == "*" && len(labels) > 2 {
+			continue
+		}
+		if !hostLabelRE.MatchString(l) {
+			return fmt.Sprintf("%q is not a lowercase hostname or a wildcard such as *.example.com", s)
+		}
+	}
+	return ""
+}
+
+// checkText refuses characters that would end or extend a directive in an
+// nginx or systemd file: control characters (newline, NUL) always, and the
+// characters in extra.
+func checkText(s, extra string) string {
+	for _, r := range s {
+		if r == 0 || r == '\n' || r == '\r' || unicode.IsControl(r) {
+			return fmt.Sprintf("%q contains a control character (newline, NUL, ...)", s)
+		}
+		if strings.ContainsRune(extra, r) {
+			return fmt.Sprintf("%q contains %q, which is not allowed here", s, r)
+		}
+	}
+	return ""
+}
+
+// nginxUnsafe are characters refused in values drover writes into nginx
+// directives, even quoted: nginx expands $variables in quoted strings and
+// has no escape for them, and a quote or backslash would end the string.
+const nginxUnsafe = "\"\\$`"
+
+// checkRepoPath refuses paths that could leave the repo directory.
+func checkRepoPath(p string) string {
+	if p == "" {
+		return "must not be empty"
+	}
+	if msg := checkText(p, nginxUnsafe+";{}"); msg != "" {
+		return msg
+	}
+	if path.IsAbs(p) || strings.HasPrefix(p, `\`) {
+		return fmt.Sprintf("%q is absolute; write a path inside the repo", p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return fmt.Sprintf("%q leaves the repo (contains ..)", p)
+		}
+	}
+	if path.Clean(p) != strings.TrimSuffix(p, "/") {
+		return fmt.Sprintf("%q is not a clean path (write %q)", p, path.Clean(p))
+	}
+	return ""
+}
+
+func checkAbsPath(p string) string {
+	if msg := checkText(p, nginxUnsafe+";{}"); msg != "" {
+		return msg
+	}
+	if !path.IsAbs(p) {
+		return fmt.Sprintf("%q must be an absolute path", p)
+	}
+	if path.Clean(p) != p {
+		return fmt.Sprintf("%q is not a clean path (write %q)", p, path.Clean(p))
+	}
+	return ""
+}
+
+func (v *validator) check(field, msg string) {
+	if msg != "" {
+		v.fail(field, "%s", msg)
+	}
+}
+
+func (v *validator) port(field string, p int) {
+	if p < 1 || p > 65535 {
+		v.fail(field, "port %d is not between 1 and 65535", p)
+	}
+}
+
+func (v *validator) spec(s *Spec) {
+	if _, ok := v.pos["version"]; !ok {
+		v.fail("version", "is required (write version: 1)")
+	} else if s.Version != 1 {
+		v.fail("version", "version %d is not supported; this drover reads version 1", s.Version)
+	}
+	v.rollout(&s.Rollout)
+	v.nginx(&s.Nginx)
+
+	siteNames := map[string]string{}
+	hostOwner := map[string]string{} // server name -> site field that serves it
+	for i := range s.Sites {
+		f := fmt.Sprintf("sites[%d]", i)
+		v.site(f, &s.Sites[i])
+		name := s.Sites[i].Name
+		if prev, ok := siteNames[name]; ok && name != "" {
+			v.fail(f+".name", "site %q is already defined at %s", name, prev)
+		} else {
+			siteNames[name] = f
+		}
+		for j, h := range s.Sites[i].ServerNames {
+			if prev, ok := hostOwner[h]; ok {
+				v.fail(fmt.Sprintf("%s.serverNames[%d]", f, j), "server name %q is already served by %s", h, prev)
+			} else {
+				hostOwner[h] = f
+			}
+		}
+	}
+
+	workerNames := map[string]string{}
+	type portUse struct {
+		field    string
+		from, to int
+	}
+	var ports []portUse
+	routes := map[string]string{}
+	for i := range s.Workers {
+		f := fmt.Sprintf("workers[%d]", i)
+		w := &s.Workers[i]
+		v.worker(f, w)
+		if prev, ok := workerNames[w.Name]; ok && w.Name != "" {
+			v.fail(f+".name", "worker %q is already defined at %s", w.Name, prev)
+		} else {
+			workerNames[w.Name] = f
+		}
+		if w.Port > 0 && w.Instances > 0 {
+			from, to := w.Port, w.Port+w.Instances-1
+			for _, p := range ports {
+				if from <= p.to && p.from <= to {
+					v.fail(f+".port", "ports %d-%d overlap the ports %d-%d of %s", from, to, p.from, p.to, p.field)
+				}
+			}
+			for _, np := range []struct {
+				name string
+				port int
+			}{{"nginx.httpsPort", s.Nginx.HTTPSPort}, {"nginx.healthPort", s.Nginx.HealthPort}} {
+				if from <= np.port && np.port <= to {
+					v.fail(f+".port", "ports %d-%d include %s %d", from, to, np.name, np.port)
+				}
+			}
+			ports = append(ports, portUse{f, from, to})
+		}
+		for j, r := range w.Routes {
+			key := r.ServerName + r.Path
+			rf := fmt.Sprintf("%s.routes[%d]", f, j)
+			if prev, ok := routes[key]; ok {
+				v.fail(rf, "route %s%s is already taken by %s", r.ServerName, r.Path, prev)
+			} else {
+				routes[key] = rf
+			}
+			if owner, ok := hostOwner[r.ServerName]; ok && r.Path == "/" {
+				v.fail(rf+".path", "path / of %s is served by %s; route a sub-path such as /api/", r.ServerName, owner)
+			}
+		}
+	}
+	if s.Migrations != nil {
+		v.check("migrations.dir", checkRepoPath(s.Migrations.Dir))
+	}
+}
+
+func (v *validator) rollout(r *Rollout) {
+	if r.MaxUnavailable < 1 {
+		v.fail("rollout.maxUnavailable", "must be at least 1")
+	}
+	positive := func(field string, d Duration) {
+		if d <= 0 {
+			v.fail(field, "must be longer than 0s")
+		}
+	}
+	positive("rollout.drainTimeout", r.DrainTimeout)
+	positive("rollout.healthTimeout", r.HealthTimeout)
+	positive("rollout.progressDeadline", r.ProgressDeadline)
+	if r.ProgressDeadline > 0 && r.ProgressDeadline < r.HealthTimeout+r.DrainTimeout {
+		v.fail("rollout.progressDeadline", "%s is shorter than drainTimeout + healthTimeout (%s)",
+			r.ProgressDeadline, (r.HealthTimeout + r.DrainTimeout).D())
+	}
+	if r.OnFailure != "rollback" && r.OnFailure != "halt" {
+		v.fail("rollout.onFailure", "%q is not rollback or halt", r.OnFailure)
+	}
+}
+
+func (v *validator) nginx(n *Nginx) {
+	v.port("nginx.healthPort", n.HealthPort)
+	v.port("nginx.httpsPort", n.HTTPSPort)
+	if n.HealthPort == n.HTTPSPort {
+		v.fail("nginx.healthPort", "must differ from httpsPort (%d)", n.HTTPSPort)
+	}
+	if !urlPathRE.MatchString(n.HealthPath) {
+		v.fail("nginx.healthPath", "%q is not a URL path such as /healthz", n.HealthPath)
+	}
+	if n.TLS != nil {
+		v.check("nginx.tls.certificate", checkAbsPath(n.TLS.Certificate))
+		v.check("nginx.tls.key", checkAbsPath(n.TLS.Key))
+	}
+	if n.ClientMaxBodySize != "" && !bodySizeRE.MatchString(n.ClientMaxBodySize) {
+		v.fail("nginx.clientMaxBodySize", "%q is not a size such as 10m", n.ClientMaxBodySize)
+	}
+}
+
+func (v *validator) name(field, name string) {
+	if !nameRE.MatchString(name) {
+		v.fail(field, "%q must be 1-42 lowercase letters, digits and dashes, starting and ending with a letter or digit", name)
+	}
+}
+
+func (v *validator) source(f, src string, a *Artifact) {
+	switch {
+	case src == "" && a == nil:
+		v.fail(f+".source", "one of source or artifact is required")
+	case src != "" && a != nil:
+		v.fail(f+".artifact", "give either source or artifact, not both")
+	case src != "":
+		v.check(f+".source", checkRepoPath(src))
+	default:
+		u, err := url.Parse(a.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
+			v.fail(f+".artifact.url", "%q is not an https://, http:// or file:// URL", a.URL)
+		}
+		if !sha256RE.MatchString(a.SHA256) {
+			v.fail(f+".artifact.sha256", "%q is not 64 lowercase hex digits", a.SHA256)
+		}
+		if a.StripComponents < 0 || a.StripComponents > 16 {
+			v.fail(f+".artifact.stripComponents", "must be between 0 and 16")
+		}
+	}
+}
+
+func (v *validator) site(f string, s *Site) {
+	v.name(f+".name", s.Name)
+	if len(s.ServerNames) == 0 {
+		v.fail(f+".serverNames", "at least one server name is required")
+	}
+	for j, h := range s.ServerNames {
+		v.check(fmt.Sprintf("%s.serverNames[%d]", f, j), checkServerName(h))
+	}
+	v.source(f, s.Source, s.Artifact)
+	for k, val := range s.Headers {
+		hf := fmt.Sprintf("%s.headers[%q]", f, k)
+		if !headerNameRE.MatchString(k) {
+			v.fail(hf, "%q is not a header name (letters, digits and dashes)", k)
+		}
+		v.check(hf, checkText(val, nginxUnsafe))
+	}
+	if s.Health != nil {
+		if !urlPathRE.MatchString(s.Health.Path) {
+			v.fail(f+".health.path", "%q is not a URL path", s.Health.Path)
+		}
+		if s.Health.Status < 100 || s.Health.Status > 599 {
+			v.fail(f+".health.status", "%d is not an HTTP status", s.Health.Status)
+		}
+	}
+}
+
+func (v *validator) worker(f string, w *Worker) {
+	v.name(f+".name", w.Name)
+	v.source(f, w.Source, w.Artifact)
+	if len(w.Exec) == 0 {
+		v.fail(f+".exec", "is required: the command line of one instance, as a list")
+	}
+	for j, a := range w.Exec {
+		af := fmt.Sprintf("%s.exec[%d]", f, j)
+		if a == "" {
+			v.fail(af, "must not be empty")
+		}
+		v.check(af, checkText(a, ""))
+	}
+	for j, a := range w.Install {
+		af := fmt.Sprintf("%s.install[%d]", f, j)
+		if a == "" {
+			v.fail(af, "must not be empty")
+		}
+		v.check(af, checkText(a, ""))
+	}
+	if w.Instances < 1 || w.Instances > 64 {
+		v.fail(f+".instances", "%d is not between 1 and 64", w.Instances)
+	}
+	if w.Port < 1024 || w.Port+w.Instances-1 > 65535 {
+		v.fail(f+".port", "ports %d-%d are not between 1024 and 65535", w.Port, w.Port+w.Instances-1)
+	}
+	for k, val := range w.Env {
+		ef := fmt.Sprintf("%s.env[%q]", f, k)
+		if !envKeyRE.MatchString(k) {
+			v.fail(ef, "%q is not an environment variable name", k)
+		} else if k == "PORT" {
+			v.fail(ef, "PORT is set by drover for each instance (port + instance number)")
+		}
+		v.check(ef, checkText(val, ""))
+	}
+	if w.EnvironmentFile != "" {
+		v.check(f+".environmentFile", checkAbsPath(w.EnvironmentFile))
+	}
+	if w.User != "" && !userRE.MatchString(w.User) {
+		v.fail(f+".user", "%q is not a user name", w.User)
+	}
+	for j, d := range w.DataDirs {
+		v.check(fmt.Sprintf("%s.dataDirs[%d]", f, j), checkAbsPath(d))
+	}
+	if w.Health.Path == "" {
+		v.fail(f+".health.path", "is required: the path each instance answers when healthy, e.g. /healthz")
+	} else if !urlPathRE.MatchString(w.Health.Path) {
+		v.fail(f+".health.path", "%q is not a URL path", w.Health.Path)
+	}
+	if w.Health.Status < 100 || w.Health.Status > 599 {
+		v.fail(f+".health.status", "%d is not an HTTP status", w.Health.Status)
+	}
+	if w.Health.Successes < 1 || w.Health.Successes > 100 {
+		v.fail(f+".health.successes", "%d is not between 1 and 100", w.Health.Successes)
+	}
+	for j, r := range w.Routes {
+		rf := fmt.Sprintf("%s.routes[%d]", f, j)
+		v.check(rf+".serverName", checkServerName(r.ServerName))
+		if !urlPathRE.MatchString(r.Path) {
+			v.fail(rf+".path", "%q is not a URL path prefix such as / or /api/", r.Path)
+		}
+	}
+}
+
+func (v *validator) node(n *Node) {
+	if !nodeNameRE.MatchString(n.Name) {
+		v.fail("name", "%q must be letters, digits, dots, dashes and underscores", n.Name)
+	}
+	if n.StateDir == "" {
+		v.fail("stateDir", "must not be empty")
+	} else {
+		v.check("stateDir", checkText(n.StateDir, nginxUnsafe+";{}"))
+	}
+	if n.KeepReleases < 2 {
+		v.fail("keepReleases", "must be at least 2: the live release and the one to roll back to")
+	}
+	r := &n.Repo
+	if r.URL == "" {
+		v.fail("repo.url", "is required")
+	} else if msg := checkRepoURL(r.URL); msg != "" {
+		v.fail("repo.url", "%s", msg)
+	}
+	if !refRE.MatchString(r.Branch) || strings.Contains(r.Branch, "..") || strings.HasPrefix(r.Branch, "-") {
+		v.fail("repo.branch", "%q is not a branch name", r.Branch)
+	}
+	if r.Dir != "" {
+		v.check("repo.dir", checkRepoPath(r.Dir))
+	}
+	if r.PollInterval.D() < time.Second {
+		v.fail("repo.pollInterval", "%s is shorter than 1s", r.PollInterval)
+	}
+	if r.SSHKeyFile != "" && r.KnownHostsFile == "" {
+		v.fail("repo.knownHostsFile", "is required with sshKeyFile: drover does not trust unknown host keys")
+	}
+	if r.TokenFile != "" && !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "http://") {
+		v.fail("repo.tokenFile", "a token is only sent over http(s) URLs")
+	}
+	ng := &n.Nginx
+	if ng.Binary == "" {
+		v.fail("nginx.binary", "must not be empty")
+	}
+	if ng.Config == "" {
+		v.fail("nginx.config", "must not be empty")
+	}
+	for field, s := range map[string]string{"nginx.config": ng.Config, "nginx.prefix": ng.Prefix, "nginx.pidFile": ng.PIDFile} {
+		v.check(field, checkText(s, nginxUnsafe+";{}"))
+	}
+	if ng.User != "" && !userRE.MatchString(ng.User) {
+		v.fail("nginx.user", "%q is not a user name", ng.User)
+	}
+	if ng.Listen != "" && net.ParseIP(ng.Listen) == nil {
+		v.fail("nginx.listen", "%q is not an IP address", ng.Listen)
+	}
+	if ng.HTTPSPort != 0 {
+		v.port("nginx.httpsPort", ng.HTTPSPort)
+	}
+	if ng.HealthPort != 0 {
+		v.port("nginx.healthPort", ng.HealthPort)
+	}
+	if t := ng.TLS; t != nil {
+		if !t.SelfSigned && (t.Certificate == "" || t.Key == "") {
+			v.fail("nginx.tls", "give certificate and key, or selfSigned: true")
+		}
+		if t.SelfSigned && (t.Certificate != "" || t.Key != "") {
+			v.fail("nginx.tls.selfSigned", "drover writes the self-signed pair itself; remove certificate and key")
+		}
+		for field, s := range map[string]string{"nginx.tls.certificate": t.Certificate, "nginx.tls.key": t.Key} {
+			v.check(field, checkText(s, nginxUnsafe+";{}"))
+		}
+	}
+	for i, inc := range ng.Includes {
+		v.check(fmt.Sprintf("nginx.includes[%d]", i), checkText(inc, nginxUnsafe+";{}"))
+	}
+	switch n.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.fail("log.level", "%q is not debug, info, warn or error", n.Log.Level)
+	}
+	if n.Log.Format != "text" && n.Log.Format != "json" {
+		v.fail("log.format", "%q is not text or json", n.Log.Format)
+	}
+}
+
+// localRepoPath reports whether a repo URL names a local directory, and
+// which: file:///abs, /abs, ./rel or ../rel.
+func localRepoPath(u string) (string, bool) {
+	if p, ok := strings.CutPrefix(u, "file://"); ok {
+		return p, true
+	}
+	if strings.HasPrefix(u, "/") || strings.HasPrefix(u, "./") || strings.HasPrefix(u, "../") {
+		return u, true
+	}
+	return "", false
+}
+
+func checkRepoURL(s string) string {
+	if msg := checkText(s, ""); msg != "" {
+		return msg
+	}
+	if _, ok := localRepoPath(s); ok {
+		return ""
+	}
+	if u, err := url.Parse(s); err == nil && u.Scheme != "" {
+		switch u.Scheme {
+		case "https", "http", "ssh":
+			if u.Host == "" {
+				return fmt.Sprintf("%q has no host", s)
+			}
+			if _, set := u.User.Password(); set {
+				return "put no password in the URL; use tokenFile"
+			}
+			return ""
+		default:
+			return fmt.Sprintf("scheme %q is not supported (https, ssh, file)", u.Scheme)
+		}
+	}
+	// scp-like: git@host:owner/repo.git
+	if user, rest, ok := strings.Cut(s, "@"); ok && user != "" {
+		if host, p, ok := strings.Cut(rest, ":"); ok && host != "" && p != "" {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%q is not a repository URL (https://…, ssh://…, git@host:path, file:///path or ./path)", s)
+}
