@@ -1,0 +1,132 @@
+// Package health runs HTTP checks that must pass several times in a row
+// within a deadline: one success proves little (a process that answers once
+// and then crashes), so a target counts as healthy only after Successes
+// consecutive good answers, and any bad answer starts the count again.
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Check is one HTTP endpoint and what counts as healthy.
+type Check struct {
+	// Name says what is checked, for errors: "worker api instance 1".
+	Name string
+	// URL is requested with GET.
+	URL string
+	// Host overrides the Host header (checking a site through nginx).
+	Host string
+	// Status is the expected status code (default 200).
+	Status int
+	// Successes in a row make the target healthy (default 1).
+	Successes int
+	// Interval between attempts (default 1s).
+	Interval time.Duration
+	// Timeout bounds one request (default 2s).
+	Timeout time.Duration
+}
+
+// newClient makes the HTTP client the checks use; it never reuses connections so
+// that each attempt proves a fresh connection is accepted, and it skips TLS
+// verification because checks go to this node's own nginx by address.
+var newClient = func() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			TLSClientConfig:   insecureTLS(),
+			DialContext:       (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Once makes one request and returns nil if the answer is the expected one.
+func (c Check) Once(ctx context.Context, client *http.Client) error {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	want := c.Status
+	if want == 0 {
+		want = http.StatusOK
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "drover-health")
+	if c.Host != "" {
+		req.Host = c.Host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != want {
+		return fmt.Errorf("status %d, want %d: %s", resp.StatusCode, want, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// Wait runs all checks concurrently until each has passed Successes times in
+// a row, or ctx ends. The error names every check that was not healthy and
+// its last failure.
+func Wait(ctx context.Context, checks []Check) error {
+	client := newClient()
+	defer client.CloseIdleConnections()
+	errs := make(chan error, len(checks))
+	for _, c := range checks {
+		go func() { errs <- c.wait(ctx, client) }()
+	}
+	var all []error
+	for range checks {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+func (c Check) wait(ctx context.Context, client *http.Client) error {
+	need := max(c.Successes, 1)
+	interval := c.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	streak := 0
+	var last error
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return fmt.Errorf("%s (%s): not healthy (%d of %d checks passed in a row): %w", c.Name, c.URL, streak, need, last)
+		case <-t.C:
+		}
+		if err := c.Once(ctx, client); err != nil {
+			if ctx.Err() == nil {
+				streak, last = 0, err
+			}
+		} else {
+			streak++
+			if streak >= need {
+				return nil
+			}
+		}
+		t.Reset(interval)
+	}
+}

@@ -1,0 +1,56 @@
+package health
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestWaitNeedsSuccessesInARow(t *testing.T) {
+	// healthy, sick, then healthy for good: a streak must restart after the sick answer.
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 2 {
+			http.Error(w, "db down", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := Wait(ctx, []Check{{Name: "api", URL: srv.URL, Successes: 3, Interval: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Load(); got != 5 {
+		t.Fatalf("%d requests, want 5 (1 ok, 1 bad, 3 ok in a row)", got)
+	}
+}
+
+func TestWaitDeadlineNamesTheFailure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "app.example.com" {
+			http.Error(w, "wrong host "+r.Host, http.StatusNotFound)
+			return
+		}
+		http.Error(w, "crashing", http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := Wait(ctx, []Check{
+		{Name: "site app", URL: srv.URL, Host: "app.example.com", Interval: 10 * time.Millisecond},
+		{Name: "worker api 0", URL: "http://127.0.0.1:1/healthz", Interval: 10 * time.Millisecond},
+	})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"site app", "status 502", "crashing", "worker api 0", "connection refused"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
