@@ -10,6 +10,7 @@
 package spec
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -168,12 +169,13 @@ func defaultSpec() Spec {
 	}
 }
 
-// applyDefaults fills what the file left empty inside lists, where the
-// defaults cannot be set before decoding.
-func (s *Spec) applyDefaults() {
+// applyDefaults fills what the file left out inside lists, where the
+// defaults cannot be set before decoding; pos tells what the file wrote, so
+// that an explicit 0 is validated rather than replaced.
+func (s *Spec) applyDefaults(pos map[string]Pos) {
 	for i := range s.Workers {
 		w := &s.Workers[i]
-		if w.Instances == 0 {
+		if _, set := pos[fmt.Sprintf("workers[%d].instances", i)]; !set {
 			w.Instances = 1
 		}
 		if w.InstallTimeout == 0 {
@@ -231,7 +233,7 @@ func Parse(file string, data []byte) (*Spec, error) {
 	if pos == nil {
 		return nil, errs
 	}
-	s.applyDefaults()
+	s.applyDefaults(pos)
 	v := &validator{file: file, pos: pos}
 	v.spec(&s)
 	if errs = mergeErrors(errs, v.errs); len(errs) > 0 {

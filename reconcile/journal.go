@@ -1,0 +1,127 @@
+package reconcile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Step names a step of a node's rollout. They are written to the journal,
+// the node's status and the events, so they are part of drover's contract.
+type Step string
+
+// The steps, in rollout order.
+const (
+	StepIdle        Step = "idle"
+	StepPreparing   Step = "preparing"
+	StepWaiting     Step = "waiting" // for the rollout lock or capacity
+	StepMigrating   Step = "migrating"
+	StepDraining    Step = "draining"
+	StepSwitching   Step = "switching"
+	StepVerifying   Step = "verifying"
+	StepRollingBack Step = "rolling-back"
+	StepUndraining  Step = "undraining"
+	StepFailed      Step = "failed"
+	StepPaused      Step = "paused"
+)
+
+// journal records, before the node's live state starts to change, which
+// release it is leaving and which it is going to, so that an agent killed at
+// any instant can tell on restart whether the node may be half of each, and
+// put it back on one release. It is a small JSON file written atomically.
+type journal struct {
+	path string
+}
+
+// entry is the content of the journal while a change is in flight.
+type entry struct {
+	// From is the release live before the change ("" on a first deploy).
+	From string `json:"from"`
+	// To is the release being put live.
+	To   string `json:"to"`
+	Step Step   `json:"step"`
+	// Drained is true once the node asked the LB to drain it, until it
+	// asked to undrain: a restarted agent must not leave it out silently.
+	Drained bool      `json:"drained"`
+	Started time.Time `json:"started"`
+	// Attempts counts how often an agent started this change; a change
+	// that keeps killing the agent is failed instead of retried forever.
+	Attempts int `json:"attempts"`
+}
+
+// read returns the entry in flight, or nil when the journal is clear.
+func (j journal) read() (*entry, error) {
+	data, err := os.ReadFile(j.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	var e entry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("journal %s is corrupt (%v); inspect it, then remove it to let the agent start", j.path, err)
+	}
+	return &e, nil
+}
+
+func (j journal) write(e *entry) error {
+	data, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(j.path, data, 0o644); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	return nil
+}
+
+func (j journal) clear() error {
+	if err := os.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clear journal: %w", err)
+	}
+	return syncDir(filepath.Dir(j.path))
+}
+
+// writeFileAtomic writes data to a temp file beside path, fsyncs it and
+// renames it over path, so readers see the old content or the new, whole.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
