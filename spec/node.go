@@ -24,7 +24,20 @@ type Node struct {
 	KeepReleases int       `yaml:"keepReleases" json:"keepReleases"`
 	Repo         Repo      `yaml:"repo" json:"repo"`
 	Nginx        NodeNginx `yaml:"nginx" json:"nginx"`
-	Log          Log       `yaml:"log" json:"log"`
+	// Supervisor runs the workers: "systemd" on servers, "exec" (child
+	// processes of the agent) on development machines; empty picks systemd
+	// when it is running, else exec.
+	Supervisor string  `yaml:"supervisor" json:"supervisor,omitempty"`
+	Systemd    Systemd `yaml:"systemd" json:"systemd"`
+	Log        Log     `yaml:"log" json:"log"`
+}
+
+// Systemd says how to reach this node's systemd.
+type Systemd struct {
+	// Socket is systemd's private D-Bus socket.
+	Socket string `yaml:"socket" json:"socket"`
+	// UnitsDir is where drover writes its unit files.
+	UnitsDir string `yaml:"unitsDir" json:"unitsDir"`
 }
 
 // Repo is where the desired state lives and how to reach it.
@@ -94,7 +107,8 @@ func defaultNode() Node {
 			PIDFile: "/run/nginx.pid",
 			User:    "www-data",
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Systemd: Systemd{Socket: "/run/systemd/private", UnitsDir: "/etc/systemd/system"},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -148,6 +162,8 @@ func (n *Node) resolvePaths(base string) {
 	abs(&n.Nginx.Config)
 	abs(&n.Nginx.Prefix)
 	abs(&n.Nginx.PIDFile)
+	abs(&n.Systemd.Socket)
+	abs(&n.Systemd.UnitsDir)
 	if n.Nginx.TLS != nil {
 		abs(&n.Nginx.TLS.Certificate)
 		abs(&n.Nginx.TLS.Key)

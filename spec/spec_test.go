@@ -216,3 +216,13 @@ func TestNodeConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestExampleNodeParses(t *testing.T) {
+	n, err := LoadNode(filepath.Join("..", "examples", "node.local.yaml"))
+	if err != nil {
+		t.Fatalf("the shipped node config is invalid:\n%v", err)
+	}
+	if !filepath.IsAbs(n.StateDir) || n.Nginx.HTTPSPort != 8443 || n.Supervisor != "exec" || n.Nginx.User != "" {
+		t.Fatalf("decoded as %+v", n)
+	}
+}

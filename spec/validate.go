@@ -446,6 +446,11 @@ func (v *validator) node(n *Node) {
 	for i, inc := range ng.Includes {
 		v.check(fmt.Sprintf("nginx.includes[%d]", i), checkText(inc, nginxUnsafe+";{}"))
 	}
+	switch n.Supervisor {
+	case "", "systemd", "exec":
+	default:
+		v.fail("supervisor", "%q is not systemd or exec", n.Supervisor)
+	}
 	switch n.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
