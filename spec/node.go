@@ -100,7 +100,7 @@ func defaultNode() Node {
 	return Node{
 		StateDir:     "/var/lib/drover",
 		KeepReleases: 5,
-		Repo:         Repo{Branch: "main", PollInterval: Duration(10 * time.Second), TokenUser: "drover"},
+		Repo:         Repo{Branch: "main", PollInterval: Duration(10 * time.Second)},
 		Nginx: NodeNginx{
 			Binary:  "nginx",
 			Config:  "/etc/nginx/nginx.conf",
