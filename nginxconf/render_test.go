@@ -270,11 +270,13 @@ func TestRenderRefusesInjection(t *testing.T) {
 		"include with quote":      func(p *Params) { p.Includes = []string{`/etc/a"b`} },
 		"error log backslash":     func(p *Params) { p.ErrorLog = `/var/log/a\b` },
 		"user":                    func(p *Params) { p.User = "www data" },
-		"webhook upstream":        func(p *Params) { p.Webhook = &Webhook{ServerName: "h.example.com", Path: "/h", Upstream: "127.0.0.1:80; x"} },
-		"public status listener":  func(p *Params) { p.StatusListen = "0.0.0.0:8099" },
-		"same ports":              func(p *Params) { p.HealthPort = p.HTTPSPort },
-		"body size":               func(p *Params) { p.Spec.Nginx.ClientMaxBodySize = "1m; x" },
-		"route / on a site host":  func(p *Params) { p.Spec.Workers[0].Routes[0].Path = "/" },
+		"webhook upstream": func(p *Params) {
+			p.Webhook = &Webhook{ServerName: "h.example.com", Path: "/h", Upstream: "127.0.0.1:80; x"}
+		},
+		"public status listener": func(p *Params) { p.StatusListen = "0.0.0.0:8099" },
+		"same ports":             func(p *Params) { p.HealthPort = p.HTTPSPort },
+		"body size":              func(p *Params) { p.Spec.Nginx.ClientMaxBodySize = "1m; x" },
+		"route / on a site host": func(p *Params) { p.Spec.Workers[0].Routes[0].Path = "/" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
