@@ -1,0 +1,174 @@
+package artifacts
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// manifest lists everything a release holds, so the next release can tell
+// which files it may share with this one.
+type manifest struct {
+	Version int    `json:"version"`
+	Rev     string `json:"rev"`
+	Trees   []tree `json:"trees"`
+}
+
+const manifestVersion = 1
+
+// tree is one site or worker directory of a release.
+type tree struct {
+	// Dir is the tree's path in the release: sites/<name> or workers/<name>.
+	Dir string `json:"dir"`
+	// Source is the repo directory the tree came from, or Artifact the
+	// SHA-256 of its tarball and Strip the components stripped from it.
+	Source   string `json:"source,omitempty"`
+	Artifact string `json:"artifact,omitempty"`
+	Strip    int    `json:"strip,omitempty"`
+	// Installed trees ran an install step: their files may differ from
+	// Entries, and they are never linked from.
+	Installed bool    `json:"installed,omitempty"`
+	Entries   []entry `json:"entries"`
+}
+
+// Entry kinds.
+const (
+	kindFile    = "f"
+	kindDir     = "d"
+	kindSymlink = "l"
+)
+
+// entry is one file, directory or symlink of a tree.
+type entry struct {
+	// Path is slash-separated and relative to the tree.
+	Path string `json:"p"`
+	Kind string `json:"k"`
+	// Mode is the permission bits of a file.
+	Mode fs.FileMode `json:"m,omitempty"`
+	// ID names a file's content: "cid:" and the config FS's ContentID
+	// (the git blob id), or "sha256:" and the digest of the content.
+	ID string `json:"id,omitempty"`
+	// Size and MTime (Unix nanoseconds) are the file's as written; a file
+	// whose size or mtime differ was modified in place and is not shared.
+	Size  int64 `json:"s,omitempty"`
+	MTime int64 `json:"t,omitempty"`
+	// Target is a symlink's target.
+	Target string `json:"l,omitempty"`
+}
+
+// writeManifest writes m into dir, synced, and returns the file's SHA-256.
+func writeManifest(dir string, m *manifest) (string, error) {
+	for i := range m.Trees {
+		slices.SortFunc(m.Trees[i].Entries, func(a, b entry) int { return strings.Compare(a.Path, b.Path) })
+	}
+	file := filepath.Join(dir, manifestFile)
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("write manifest: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	zw, _ := gzip.NewWriterLevel(io.MultiWriter(f, h), gzip.BestSpeed)
+	if err := json.NewEncoder(zw).Encode(m); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := zw.Close(); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readManifest reads the manifest of a complete release and checks it
+// against the digest its marker recorded.
+func readManifest(dir, digest string) (*manifest, error) {
+	file := filepath.Join(dir, manifestFile)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != digest {
+		return nil, fmt.Errorf("read %s: digest does not match %s", file, markerFile)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	var m manifest
+	if err := json.NewDecoder(zr).Decode(&m); err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	if m.Version != manifestVersion {
+		return nil, fmt.Errorf("read %s: version %d, want %d", file, m.Version, manifestVersion)
+	}
+	return &m, nil
+}
+
+// linkIndex finds, in the base release, a file with given content and mode.
+type linkIndex struct {
+	dir   string
+	files map[string]candidate // key: id + "\x00" + mode
+	trees map[string]*tree     // by tree Dir
+}
+
+type candidate struct {
+	path  string // OS path relative to dir
+	size  int64
+	mtime int64
+}
+
+func newLinkIndex(dir string, m *manifest) *linkIndex {
+	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}}
+	for i := range m.Trees {
+		t := &m.Trees[i]
+		if t.Installed {
+			continue
+		}
+		ix.trees[t.Dir] = t
+		for _, e := range t.Entries {
+			if e.Kind != kindFile || e.ID == "" {
+				continue
+			}
+			ix.files[indexKey(e.ID, e.Mode)] = candidate{
+				path:  filepath.Join(filepath.FromSlash(t.Dir), filepath.FromSlash(e.Path)),
+				size:  e.Size,
+				mtime: e.MTime,
+			}
+		}
+	}
+	return ix
+}
+
+func indexKey(id string, mode fs.FileMode) string { return fmt.Sprintf("%s\x00%o", id, mode) }
+
+// lookup returns the path of an unchanged copy of (id, mode) in the base
+// release, after checking it was not modified since it was written.
+func (ix *linkIndex) lookup(id string, mode fs.FileMode) (string, candidate, bool) {
+	if ix == nil {
+		return "", candidate{}, false
+	}
+	c, ok := ix.files[indexKey(id, mode)]
+	if !ok {
+		return "", candidate{}, false
+	}
+	p := filepath.Join(ix.dir, c.path)
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != mode || fi.Size() != c.size || fi.ModTime().UnixNano() != c.mtime {
+		return "", candidate{}, false
+	}
+	return p, c, true
+}

@@ -1,0 +1,304 @@
+package artifacts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/drover-dev/drover/internal/command"
+	"github.com/drover-dev/drover/spec"
+	"golang.org/x/sys/unix"
+)
+
+// Prepare builds the release of rev from its spec (sp, parsed from
+// specBytes) and its config directory fsys, and returns it complete. fsys
+// must implement fs.ReadLinkFS; it may implement ContentIDFS.
+//
+// Each site and worker bundle is materialized from its source directory or
+// its pinned tarball, sharing unchanged files with the base release (see the
+// package doc), then each worker's install step runs in its new bundle
+// directory, bounded by its InstallTimeout; a failed step's output is in the
+// error. A release that is already complete is returned as it is. Nothing
+// live changes: the release is only published by Switch.
+func (s *Store) Prepare(ctx context.Context, rev string, specBytes []byte, sp *spec.Spec, fsys fs.FS) (*Release, error) {
+	if err := checkRev(rev); err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if sp == nil {
+		return nil, fmt.Errorf("prepare %s: no spec", rev)
+	}
+	select {
+	case s.prep <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("prepare %s: %w", rev, ctx.Err())
+	}
+	defer func() { <-s.prep }()
+	if r, err := s.Release(rev); err == nil {
+		return r, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if err := spec.CheckTree(spec.FileName, sp, fsys); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", rev, err)
+	}
+	start := time.Now()
+	b, done, err := s.startBuild(rev)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", rev, err)
+	}
+	defer done()
+	r, err := b.run(ctx, specBytes, sp, fsys)
+	if err != nil {
+		s.log.Warn("release not prepared", "rev", rev, "took", time.Since(start), "err", err)
+		return nil, fmt.Errorf("prepare %s: %w", rev, err)
+	}
+	s.log.Info("prepared release", "rev", rev, "took", time.Since(start),
+		"linked", b.n.linked.Load(), "copied", b.n.copied.Load(), "base", b.baseRev)
+	return r, nil
+}
+
+// build is one Prepare in progress.
+type build struct {
+	s       *Store
+	rev     string
+	dir     string
+	baseRev string
+	base    *linkIndex
+	n       counts
+	m       manifest
+}
+
+// startBuild moves a leftover of rev aside, picks the base release (the
+// live one, else the newest complete one) and marks both busy for Prune.
+func (s *Store) startBuild(rev string) (*build, func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir := s.ReleaseDir(rev)
+	cur, err := s.Current()
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		prev, err := s.Previous()
+		if err != nil {
+			return nil, nil, err
+		}
+		if rev == cur || rev == prev {
+			return nil, nil, fmt.Errorf("%s is linked from %s but has no %s: refusing to rebuild a live release in place", dir, s.dir, markerFile)
+		}
+		s.log.Warn("rebuilding incomplete release left by a crash", "rev", rev, "dir", dir)
+		if err := s.moveAside(dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	b := &build{s: s, rev: rev, dir: dir, m: manifest{Version: manifestVersion, Rev: rev}}
+	var digest string
+	rs, err := s.complete()
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, r := range rs {
+		if r.rev == cur || (i == 0 && b.baseRev == "") {
+			b.baseRev, digest = r.rev, r.m.Manifest
+		}
+	}
+	paths := []string{"releases/" + rev}
+	if b.baseRev != "" {
+		paths = append(paths, "releases/"+b.baseRev)
+		baseDir := s.ReleaseDir(b.baseRev)
+		if m, err := readManifest(baseDir, digest); err != nil {
+			s.log.Warn("copying every file: base release unreadable", "rev", rev, "base", b.baseRev, "err", err)
+		} else {
+			b.base = newLinkIndex(baseDir, m)
+		}
+	}
+	return b, s.useLocked(paths...), nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
+
+func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys fs.FS) (*Release, error) {
+	for _, d := range []string{b.dir, filepath.Join(b.dir, "sites"), filepath.Join(b.dir, "workers")} {
+		if err := mkdir(d); err != nil {
+			return nil, err
+		}
+	}
+	specFile := filepath.Join(b.dir, spec.FileName)
+	if err := os.WriteFile(specFile, specBytes, 0o644); err != nil {
+		return nil, fmt.Errorf("write %s: %w", specFile, err)
+	}
+	for _, site := range sp.Sites {
+		if err := b.tree(ctx, fsys, "sites", site.Name, site.Source, site.Artifact, false); err != nil {
+			return nil, fmt.Errorf("site %s: %w", site.Name, err)
+		}
+	}
+	for _, w := range sp.Workers {
+		if err := b.tree(ctx, fsys, "workers", w.Name, w.Source, w.Artifact, len(w.Install) > 0); err != nil {
+			return nil, fmt.Errorf("worker %s: %w", w.Name, err)
+		}
+	}
+	for _, w := range sp.Workers {
+		if err := b.install(ctx, &w); err != nil {
+			return nil, err
+		}
+	}
+	digest, err := writeManifest(b.dir, &b.m)
+	if err != nil {
+		return nil, err
+	}
+	// One syncfs instead of an fsync per file: a release is marked complete
+	// only once everything in it is on disk.
+	if err := syncFS(b.dir); err != nil {
+		return nil, err
+	}
+	mk := marker{Rev: b.rev, Completed: time.Now().UTC(), Manifest: digest}
+	for _, t := range b.m.Trees {
+		if t.Artifact != "" && !slices.Contains(mk.Artifacts, t.Artifact) {
+			mk.Artifacts = append(mk.Artifacts, t.Artifact)
+		}
+	}
+	data, err := json.Marshal(mk)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(b.dir, markerFile), data); err != nil {
+		return nil, err
+	}
+	return &Release{Rev: b.rev, Dir: b.dir, Completed: mk.Completed}, nil
+}
+
+// tree materializes one site or worker directory of the release: kind is
+// "sites" or "workers". An installed tree gets fresh copies of every file,
+// so that its install step cannot change a file of another release.
+func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a *spec.Artifact, installed bool) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("name %q is not 1-42 lowercase letters, digits and dashes", name)
+	}
+	t := tree{Dir: kind + "/" + name, Installed: installed}
+	dst := filepath.Join(b.dir, kind, name)
+	base := b.base
+	if installed {
+		base = nil
+	}
+	var err error
+	switch {
+	case src != "":
+		t.Source = src
+		t.Entries, err = materializeSource(ctx, fsys, src, dst, base, &b.n)
+	case a != nil:
+		t.Artifact, t.Strip = a.SHA256, a.StripComponents
+		t.Entries, err = b.artifact(ctx, a, dst, base)
+	default:
+		err = errors.New("neither a source nor an artifact")
+	}
+	if err != nil {
+		return err
+	}
+	b.m.Trees = append(b.m.Trees, t)
+	return nil
+}
+
+// artifact relinks the tree of the same tarball from the base release, or
+// extracts the tarball, downloading it first unless it is in the cache.
+func (b *build) artifact(ctx context.Context, a *spec.Artifact, dst string, base *linkIndex) ([]entry, error) {
+	defer b.s.use("cache/" + a.SHA256)()
+	if bt := base.treeOf(a); bt != nil {
+		entries, ok, err := relinkTree(ctx, base, bt, dst, &b.n)
+		if err != nil {
+			return nil, fmt.Errorf("reuse %s from release %s: %w", bt.Dir, b.baseRev, err)
+		}
+		if ok {
+			return entries, nil
+		}
+		b.s.log.Warn("files of the base release changed; extracting the artifact again", "rev", b.rev, "tree", bt.Dir)
+		if err := b.s.moveAside(dst); err != nil {
+			return nil, err
+		}
+	}
+	file, err := b.s.fetch(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	label := a.URL
+	if u, err := url.Parse(a.URL); err == nil {
+		label = u.Redacted()
+	}
+	lim := limits{maxBytes: b.s.opts.MaxExtractedBytes, maxFiles: b.s.opts.MaxFiles}
+	return extract(ctx, file, label, dst, a.StripComponents, lim, &b.n)
+}
+
+// treeOf finds the tree made from the same tarball in the base release.
+func (ix *linkIndex) treeOf(a *spec.Artifact) *tree {
+	if ix == nil {
+		return nil
+	}
+	for _, t := range ix.trees {
+		if t.Artifact == a.SHA256 && t.Strip == a.StripComponents {
+			return t
+		}
+	}
+	return nil
+}
+
+// install runs w's install step in its new bundle directory.
+func (b *build) install(ctx context.Context, w *spec.Worker) error {
+	if len(w.Install) == 0 {
+		return nil
+	}
+	dir := filepath.Join(b.dir, "workers", w.Name)
+	timeout := w.InstallTimeout.D()
+	if timeout <= 0 {
+		timeout = spec.DefaultInstallTimeout
+	}
+	start := time.Now()
+	if _, err := command.Run(ctx, command.Cmd{Argv: w.Install, Dir: dir, Timeout: timeout}); err != nil {
+		return fmt.Errorf("install worker %s in %s: %w", w.Name, dir, err)
+	}
+	b.s.log.Info("installed worker", "rev", b.rev, "worker", w.Name, "took", time.Since(start))
+	return nil
+}
+
+// writeFileAtomic writes data to file through a synced temporary file
+// renamed over it, then syncs the directory.
+func writeFileAtomic(file string, data []byte) error {
+	tmp := file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, file)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return syncDir(filepath.Dir(file))
+}
+
+// syncFS flushes the whole filesystem that holds dir.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
