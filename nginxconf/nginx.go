@@ -174,7 +174,7 @@ func (n *Nginx) reload(ctx context.Context, master int) error {
 	ctx, cancel := context.WithTimeout(ctx, n.reloadTimeout())
 	defer cancel()
 	start := time.Now()
-	before, err := children(master)
+	before, err := n.serving(ctx, master)
 	if err != nil {
 		return fmt.Errorf("reload nginx: %w", err)
 	}
@@ -204,6 +204,28 @@ func (n *Nginx) reload(ctx context.Context, master int) error {
 	}
 }
 
+// serving waits until master has a worker accepting connections and
+// returns its children. A master that has just started may not have forked
+// its workers yet: they must not be taken for the reload's new generation.
+func (n *Nginx) serving(ctx context.Context, master int) (map[proc]string, error) {
+	for {
+		kids, err := children(master)
+		if err != nil {
+			return nil, err
+		}
+		for _, title := range kids {
+			if accepting(title) {
+				return kids, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("master %d has no worker process: %w", master, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // proc identifies a process across pid reuse.
 type proc struct {
 	pid   int
@@ -220,14 +242,19 @@ const (
 func reloaded(before, now map[proc]string) bool {
 	fresh := false
 	for p, title := range now {
-		accepting := strings.HasPrefix(title, workerTitle) && !strings.Contains(title, shuttingTitle)
 		_, old := before[p]
-		if old && accepting {
+		if old && accepting(title) {
 			return false
 		}
-		fresh = fresh || (!old && accepting)
+		fresh = fresh || (!old && accepting(title))
 	}
 	return fresh
+}
+
+// accepting reports whether a process title is a worker's that still
+// accepts connections.
+func accepting(title string) bool {
+	return strings.HasPrefix(title, workerTitle) && !strings.Contains(title, shuttingTitle)
 }
 
 // children lists the processes whose parent is pid, with their titles. It
