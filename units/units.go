@@ -1,0 +1,299 @@
+// Package units runs a node's workers and restarts them onto a new release
+// without dropping below one serving instance.
+//
+// The contract, shared by both supervisors:
+//
+//   - Apply(ctx, workers, liveDir) brings the running workers to exactly
+//     workers. Worker w's bundle is liveDir/workers/<w.Name>, read through
+//     liveDir (the `current` symlink), so an instance started after the
+//     caller switched the symlink runs the new release. Instance n of w
+//     listens on w.Port+n and gets PORT in its environment.
+//   - An instance is restarted when what it runs changed: its unit or command
+//     line, environment, environment file, or the release liveDir points at
+//     (a different symlink target, or the symlink made again). Instances are
+//     restarted one at a time, in port order, and each must be up and healthy
+//     before the next one is touched, so a worker with two or more instances
+//     always has one serving. An unchanged instance is only checked (running
+//     and answering its health route once) and restarted if it is not.
+//   - Healthy means: GET w.Health.Path on 127.0.0.1:port answers
+//     w.Health.Status w.Health.Successes times in a row, and the instance
+//     stays up, without being restarted by its supervisor, for the settle
+//     window (Config.Settle) after it started. The first instance that is not
+//     healthy before ctx's deadline (or Config.InstanceTimeout) ends Apply
+//     with an error naming the worker, the instance and why (its health
+//     failure, its state and restart count, its last output lines). Nothing
+//     after it is touched: the caller rolls back by switching the symlink back
+//     and calling Apply with the previous workers.
+//   - Workers that left the list are stopped and forgotten after the others
+//     are healthy; an instance that is no longer wanted (fewer instances, a
+//     new port) is stopped after its worker's wanted instances are healthy,
+//     or before them when a wanted instance needs its port.
+//   - A relative argv[0] containing a slash (bin/server, ./server.js) is
+//     resolved in the bundle directory; a bare name (node) is looked up in
+//     PATH; an absolute path is used as is.
+//
+// Two supervisors keep that contract: Systemd (servers: one template unit
+// per worker, driven over systemd's private D-Bus socket) and Exec
+// (development machines without systemd: instances are children of the
+// agent). Detect says which one a node should use by default.
+package units
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover-dev/drover/health"
+	"github.com/drover-dev/drover/spec"
+)
+
+// Supervisor kinds, as named in node.yaml's `supervisor` setting.
+const (
+	KindSystemd = "systemd"
+	KindExec    = "exec"
+)
+
+// Supervisor is what both implementations provide.
+type Supervisor interface {
+	Apply(ctx context.Context, workers []spec.Worker, liveDir string) error
+	Close(ctx context.Context) error
+}
+
+// Detect returns KindSystemd when this machine was booted by systemd (as
+// sd_booted(3) tells: /run/systemd/system exists), KindExec otherwise.
+func Detect() string {
+	if fi, err := os.Stat("/run/systemd/system"); err == nil && fi.IsDir() {
+		return KindSystemd
+	}
+	return KindExec
+}
+
+// Config holds the settings both supervisors share; zero values are
+// replaced by the defaults below.
+type Config struct {
+	Log *slog.Logger
+	// Settle is how long a started instance must stay up, without being
+	// restarted, besides passing its health check. Default 2s.
+	Settle time.Duration
+	// InstanceTimeout bounds the wait for one instance when ctx has no
+	// earlier deadline. Default 2m.
+	InstanceTimeout time.Duration
+	// HealthHost is the address instance ports are checked on. Default
+	// 127.0.0.1.
+	HealthHost string
+}
+
+// Defaults of Config.
+const (
+	DefaultSettle          = 2 * time.Second
+	DefaultInstanceTimeout = 2 * time.Minute
+)
+
+func (c Config) withDefaults() Config {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Settle <= 0 {
+		c.Settle = DefaultSettle
+	}
+	if c.InstanceTimeout <= 0 {
+		c.InstanceTimeout = DefaultInstanceTimeout
+	}
+	if c.HealthHost == "" {
+		c.HealthHost = "127.0.0.1"
+	}
+	return c
+}
+
+// healthCheck is the check of w's instance on port.
+func (c Config) healthCheck(w *spec.Worker, port int) health.Check {
+	h := w.Health
+	return health.Check{
+		Name:      fmt.Sprintf("worker %s instance on port %d", w.Name, port),
+		URL:       "http://" + c.HealthHost + ":" + strconv.Itoa(port) + h.Path,
+		Status:    h.Status,
+		Successes: h.Successes,
+		Interval:  h.Interval.D(),
+		Timeout:   h.Timeout.D(),
+	}
+}
+
+// errDown is returned by a probe when the instance went down or restarted.
+var errDown = errors.New("instance went down")
+
+// settle waits until the instance passed its health check and, for the
+// settle window since start, probe kept reporting it up; probe returns an
+// error wrapping errDown as soon as it is not. It returns a description of
+// the failure, or nil.
+func (c Config) settle(ctx context.Context, check health.Check, start time.Time, probe func(context.Context) error) error {
+	hctx, cancel := context.WithCancel(ctx)
+	healthy := make(chan error, 1)
+	go func() { healthy <- health.Wait(hctx, []health.Check{check}) }()
+	waiting := true
+	defer func() {
+		cancel()
+		if waiting {
+			<-healthy
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := probe(ctx); err != nil {
+			return err
+		}
+		if !waiting && time.Since(start) >= c.Settle {
+			return nil
+		}
+		select {
+		case err := <-healthy:
+			waiting = false
+			if err != nil {
+				return err
+			}
+		case <-tick.C:
+		case <-ctx.Done():
+			// Let health.Wait report its last failure, which says more
+			// than "deadline exceeded".
+			err := <-healthy
+			waiting = false
+			if err == nil {
+				err = fmt.Errorf("did not stay up for the settle window (%s): %w", c.Settle, ctx.Err())
+			}
+			return err
+		}
+	}
+}
+
+// instanceContext bounds one instance's wait by InstanceTimeout unless ctx
+// ends earlier.
+func (c Config) instanceContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < c.InstanceTimeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.InstanceTimeout)
+}
+
+var workerNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// checkWorkers refuses what spec validation refuses and would break a unit
+// name or file: bad or duplicate names, no command, no ports.
+func checkWorkers(workers []spec.Worker) error {
+	seen := map[string]bool{}
+	for i := range workers {
+		w := &workers[i]
+		if !workerNameRE.MatchString(w.Name) {
+			return fmt.Errorf("worker %q: name must be lowercase letters, digits and dashes", w.Name)
+		}
+		if seen[w.Name] {
+			return fmt.Errorf("worker %q is listed twice", w.Name)
+		}
+		seen[w.Name] = true
+		if len(w.Exec) == 0 || w.Exec[0] == "" {
+			return fmt.Errorf("worker %s: exec is empty", w.Name)
+		}
+		if w.Instances < 1 || w.Port < 1 || w.Port+w.Instances-1 > 65535 {
+			return fmt.Errorf("worker %s: %d instances from port %d do not fit", w.Name, w.Instances, w.Port)
+		}
+		if w.Health.Path == "" {
+			return fmt.Errorf("worker %s: health.path is empty", w.Name)
+		}
+	}
+	return nil
+}
+
+// bundleDir is where worker name's files are, through the live symlink.
+func bundleDir(liveDir, name string) string {
+	return filepath.Join(liveDir, "workers", name)
+}
+
+// bareNameRE matches a command name looked up in PATH.
+var bareNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.+-]*$`)
+
+// program resolves argv[0]: absolute as is, a bare name for a PATH lookup,
+// anything else relative to the bundle directory.
+func program(argv0, bundle string) string {
+	switch {
+	case filepath.IsAbs(argv0):
+		return filepath.Clean(argv0)
+	case bareNameRE.MatchString(argv0):
+		return argv0
+	default:
+		return filepath.Join(bundle, argv0)
+	}
+}
+
+// releaseID identifies the release liveDir (a path under root) points at:
+// the symlink's target and when the symlink was made, so that switching
+// back and forth is seen as a change. A liveDir that is not a symlink
+// counts as one unchanging release.
+func releaseID(root, liveDir string) string {
+	p := filepath.Join(root, liveDir)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return "missing: " + err.Error()
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return "dir " + p
+	}
+	target, err := os.Readlink(p)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	return target + " @" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
+}
+
+// fileID identifies the content of an optional file (an environment file).
+func fileID(root, path string) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(root, path))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "absent"
+		}
+		return "unreadable: " + err.Error()
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s\n", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// tailLines returns the last n non-empty lines of s.
+func tailLines(s string, n int) []string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	var out []string
+	for _, l := range lines {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
+func formatOutput(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return "; last output:\n    " + strings.Join(lines, "\n    ")
+}
