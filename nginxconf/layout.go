@@ -322,6 +322,8 @@ func (r *renderer) server(srv *server) {
 	r.line("")
 	if srv.site != nil {
 		r.line("# site %s", srv.site.Name)
+	} else {
+		r.line("# %s: routes only, no site", srv.names[0])
 	}
 	r.open("server")
 	r.line("listen %s;", r.siteListen())

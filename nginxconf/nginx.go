@@ -181,7 +181,7 @@ func (n *Nginx) reload(ctx context.Context, master int) error {
 	if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("reload nginx: signal master %d: %w", master, err)
 	}
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		now, err := children(master)
@@ -221,7 +221,7 @@ func (n *Nginx) serving(ctx context.Context, master int) (map[proc]string, error
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("master %d has no worker process: %w", master, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

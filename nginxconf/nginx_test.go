@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -285,5 +286,34 @@ func TestRunningAndReload(t *testing.T) {
 	}
 	if err := stale.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Errorf("Reload without a master: %v", err)
+	}
+}
+
+// TestInstallWithoutRunningNginx: the first install on a node whose nginx
+// is not running writes the file (nginx -t first) and reloads nothing.
+func TestInstallWithoutRunningNginx(t *testing.T) {
+	dir := testsvc.WorldDir(t, "norun")
+	mkdir(t, filepath.Join(dir, "health"))
+	p := Params{Spec: mustSpec(t, ""), HealthDir: filepath.Join(dir, "health"), HTTPSPort: 8443, HealthPort: 8080,
+		PIDFile: filepath.Join(dir, "nginx.pid"), ErrorLog: filepath.Join(dir, "error.log")}
+	conf, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Nginx{Binary: testsvc.Bin(t, "nginx"), Config: filepath.Join(dir, "nginx.conf"), Prefix: dir, PIDFile: p.PIDFile}
+	if _, err := n.Install(context.Background(), []byte("http {")); err == nil {
+		t.Fatal("a broken first config was installed")
+	}
+	if _, err := os.Stat(n.Config); !os.IsNotExist(err) {
+		t.Fatalf("a refused first install left a live file: %v", err)
+	}
+	for i, want := range []bool{true, false} {
+		changed, err := n.Install(context.Background(), conf)
+		if err != nil || changed != want {
+			t.Fatalf("install %d: changed=%v err=%v, want %v", i, changed, err, want)
+		}
+	}
+	if b, _ := os.ReadFile(n.Config); !bytes.Equal(b, conf) {
+		t.Error("live file is not the installed config")
 	}
 }
