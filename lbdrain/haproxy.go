@@ -16,15 +16,8 @@ import (
 // HAProxy server admin-state bits, as `show servers state` reports them
 // (srv_admin_state; HAProxy's SRV_ADMF_*).
 const (
-	admForcedMaint  = 0x01 // set server ... state maint
-	admInheritMaint = 0x02 // tracked server in maintenance
-	admConfigMaint  = 0x04 // "disabled" in the config
-	admForcedDrain  = 0x08 // set server ... state drain
-	admInheritDrain = 0x10
-	admResolvMaint  = 0x20 // DNS resolution failed
-	admHostMaint    = 0x40 // no address
-	admOutOfService = admForcedMaint | admInheritMaint | admConfigMaint | admForcedDrain | admInheritDrain | admResolvMaint | admHostMaint
-	opRunning       = 2 // srv_op_state SRV_ST_RUNNING
+	admForcedMaint = 0x01 // set server ... state maint
+	admForcedDrain = 0x08 // set server ... state drain
 )
 
 // runtimeAPI is a client of HAProxy's runtime API: one command per
@@ -157,17 +150,12 @@ func newHAProxy(cfg Config, log *slog.Logger) *haProxy {
 	}
 }
 
-func (d *haProxy) adminState(ctx context.Context) (admin, op, weight int, err error) {
+func (d *haProxy) adminState(ctx context.Context) (int, error) {
 	row, err := d.api.serverState(ctx, d.backend, d.server)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, err
 	}
-	if admin, err = atoiField(row, "srv_admin_state"); err == nil {
-		if op, err = atoiField(row, "srv_op_state"); err == nil {
-			weight, err = atoiField(row, "srv_uweight")
-		}
-	}
-	return admin, op, weight, err
+	return atoiField(row, "srv_admin_state")
 }
 
 // Drain sets the server to DRAIN (HAProxy then sends it only requests of
@@ -176,7 +164,7 @@ func (d *haProxy) adminState(ctx context.Context) (admin, op, weight int, err er
 // sessions reach 0, then nginx's in-flight count if StatusURL is set. A
 // server an operator put in MAINT is left there.
 func (d *haProxy) Drain(ctx context.Context) error {
-	admin, _, _, err := d.adminState(ctx)
+	admin, err := d.adminState(ctx)
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
@@ -184,7 +172,7 @@ func (d *haProxy) Drain(ctx context.Context) error {
 		if err := d.api.set(ctx, fmt.Sprintf("set server %s/%s state drain", d.backend, d.server)); err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
-		if admin, _, _, err = d.adminState(ctx); err != nil {
+		if admin, err = d.adminState(ctx); err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
 		if admin&(admForcedDrain|admForcedMaint) == 0 {
@@ -224,11 +212,11 @@ func (d *haProxy) Drain(ctx context.Context) error {
 	return nil
 }
 
-// Undrain sets the server READY and waits until HAProxy runs it (its health
-// checks pass) with no drain or maintenance flag and a non-zero weight: then
-// the balancing algorithm picks it again.
+// Undrain sets the server READY and waits until HAProxy reports it "UP"
+// (its health checks pass; not DRAIN, MAINT, NOLB, nor a transition such as
+// "UP 1/2") or "no check": then the balancing algorithm picks it again.
 func (d *haProxy) Undrain(ctx context.Context) error {
-	admin, _, _, err := d.adminState(ctx)
+	admin, err := d.adminState(ctx)
 	if err != nil {
 		return fmt.Errorf("undrain: %w", err)
 	}
@@ -239,21 +227,18 @@ func (d *haProxy) Undrain(ctx context.Context) error {
 	}
 	start := time.Now()
 	for {
-		admin, op, weight, err := d.adminState(ctx)
+		row, err := d.api.stat(ctx, d.backend, d.server)
 		if err != nil {
 			return fmt.Errorf("undrain: %w", err)
 		}
-		if op == opRunning && admin&admOutOfService == 0 && weight > 0 {
-			d.log.Info("haproxy runs the server again", "took", time.Since(start).Round(time.Millisecond))
+		// "UP 1/2" is a server whose last check failed, going down.
+		if st := row["status"]; st == "UP" || st == "no check" {
+			d.log.Info("haproxy runs the server again", "status", st, "took", time.Since(start).Round(time.Millisecond))
 			return nil
 		}
 		if err := sleepCtx(ctx, d.poll); err != nil {
-			why := fmt.Sprintf("op state %d, admin state %#x, weight %d", op, admin, weight)
-			if row, serr := d.api.stat(context.WithoutCancel(ctx), d.backend, d.server); serr == nil {
-				why = fmt.Sprintf("status %s, last check %s %s, admin state %#x, weight %d",
-					row["status"], row["check_status"], row["check_code"], admin, weight)
-			}
-			return fmt.Errorf("undrain: haproxy does not run the server (%s): %w", why, err)
+			return fmt.Errorf("undrain: haproxy does not run the server (status %s, last check %s %s): %w",
+				row["status"], row["check_status"], row["check_code"], err)
 		}
 	}
 }
@@ -262,7 +247,7 @@ func (d *haProxy) Undrain(ctx context.Context) error {
 // runtime API (not an inherited or configured state, which drover does not
 // undo).
 func (d *haProxy) Drained(ctx context.Context) (bool, error) {
-	admin, _, _, err := d.adminState(ctx)
+	admin, err := d.adminState(ctx)
 	if err != nil {
 		return false, fmt.Errorf("drained: %w", err)
 	}
