@@ -54,9 +54,10 @@ type entry struct {
 	Kind string `json:"k"`
 	// Mode is the permission bits of a file.
 	Mode fs.FileMode `json:"m,omitempty"`
-	// ID names a file's content: "cid:" and the config FS's ContentID
-	// (the git blob id), or "sha256:" and the digest of the content.
-	ID string `json:"id,omitempty"`
+	// CID is the file's content id from the config FS (the git blob id),
+	// when it has them; Sum is the hex SHA-256 of the content.
+	CID string `json:"cid,omitempty"`
+	Sum string `json:"sum,omitempty"`
 	// Size and MTime (Unix nanoseconds) are the file's as written; a file
 	// whose size or mtime differ was modified in place and is not shared.
 	Size  int64 `json:"s,omitempty"`
@@ -121,18 +122,23 @@ func readManifest(dir, digest string) (*manifest, error) {
 // linkIndex finds, in the base release, a file with given content and mode.
 type linkIndex struct {
 	dir   string
-	files map[string]candidate // key: id + "\x00" + mode
+	files map[string]candidate // by contentKey
 	trees map[string]*tree     // by tree Dir
+	// allCID is true when every file of the base has a content id, so
+	// that a file whose id is not found need not be hashed to be sure.
+	allCID bool
 }
 
 type candidate struct {
-	path  string // OS path relative to dir
-	size  int64
-	mtime int64
+	path     string // OS path relative to dir
+	mode     fs.FileMode
+	size     int64
+	mtime    int64
+	cid, sum string
 }
 
 func newLinkIndex(dir string, m *manifest) *linkIndex {
-	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}}
+	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}, allCID: true}
 	for i := range m.Trees {
 		t := &m.Trees[i]
 		if t.Installed {
@@ -140,34 +146,48 @@ func newLinkIndex(dir string, m *manifest) *linkIndex {
 		}
 		ix.trees[t.Dir] = t
 		for _, e := range t.Entries {
-			if e.Kind != kindFile || e.ID == "" {
+			if e.Kind != kindFile {
 				continue
 			}
-			ix.files[indexKey(e.ID, e.Mode)] = candidate{
+			c := candidate{
 				path:  filepath.Join(filepath.FromSlash(t.Dir), filepath.FromSlash(e.Path)),
+				mode:  e.Mode,
 				size:  e.Size,
 				mtime: e.MTime,
+				cid:   e.CID,
+				sum:   e.Sum,
+			}
+			if e.CID != "" {
+				ix.files[contentKey("cid", e.CID, e.Mode)] = c
+			} else {
+				ix.allCID = false
+			}
+			if e.Sum != "" {
+				ix.files[contentKey("sha256", e.Sum, e.Mode)] = c
 			}
 		}
 	}
 	return ix
 }
 
-func indexKey(id string, mode fs.FileMode) string { return fmt.Sprintf("%s\x00%o", id, mode) }
+// contentKey names content of one kind ("cid" or "sha256") with a mode.
+func contentKey(kind, id string, mode fs.FileMode) string {
+	return fmt.Sprintf("%s:%s:%o", kind, id, mode)
+}
 
-// lookup returns the path of an unchanged copy of (id, mode) in the base
-// release, after checking it was not modified since it was written.
-func (ix *linkIndex) lookup(id string, mode fs.FileMode) (string, candidate, bool) {
+// lookup returns the path of an unchanged copy of key in the base release,
+// after checking that it was not modified since it was written.
+func (ix *linkIndex) lookup(key string) (string, candidate, bool) {
 	if ix == nil {
 		return "", candidate{}, false
 	}
-	c, ok := ix.files[indexKey(id, mode)]
+	c, ok := ix.files[key]
 	if !ok {
 		return "", candidate{}, false
 	}
 	p := filepath.Join(ix.dir, c.path)
 	fi, err := os.Lstat(p)
-	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != mode || fi.Size() != c.size || fi.ModTime().UnixNano() != c.mtime {
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != c.mode || fi.Size() != c.size || fi.ModTime().UnixNano() != c.mtime {
 		return "", candidate{}, false
 	}
 	return p, c, true

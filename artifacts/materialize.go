@@ -107,22 +107,25 @@ func materializeSource(ctx context.Context, fsys fs.FS, src, dir string, base *l
 	err = forEach(ctx, len(files), copyWorkers, func(i int) error {
 		t := files[i]
 		e := entry{Path: t.rel, Kind: kindFile, Mode: t.mode}
-		var err error
-		switch {
-		case cid != nil:
-			var id string
-			if id, err = cid.ContentID(t.name); err != nil {
+		if cid != nil {
+			var err error
+			if e.CID, err = cid.ContentID(t.name); err != nil {
 				return fmt.Errorf("content id of %s: %w", t.name, err)
 			}
-			e.ID = "cid:" + id
-		case base != nil:
-			// Hash first, so that an unchanged file is read once.
-			if e.ID, err = hashFile(fsys, t.name); err != nil {
-				return err
-			}
 		}
-		if e.ID != "" {
-			ok, err := linkFrom(base, &e, t.dst)
+		if base != nil {
+			var ok bool
+			var err error
+			if e.CID != "" {
+				ok, err = linkFrom(base, &e, t.dst, contentKey("cid", e.CID, e.Mode))
+			}
+			// Without a content id known to the base, hash first, so
+			// that an unchanged file is read once.
+			if !ok && err == nil && (e.CID == "" || !base.allCID) {
+				if e.Sum, err = hashFile(fsys, t.name); err == nil {
+					ok, err = linkFrom(base, &e, t.dst, contentKey("sha256", e.Sum, e.Mode))
+				}
+			}
 			if err != nil || ok {
 				fileEntries[i] = e
 				if ok {
@@ -140,12 +143,8 @@ func materializeSource(ctx context.Context, fsys fs.FS, src, dir string, base *l
 		if err != nil {
 			return err
 		}
-		sum, err := writeContent(out, in, &e)
-		if err != nil {
+		if err := writeContent(out, in, &e); err != nil {
 			return fmt.Errorf("copy %s: %w", t.name, err)
-		}
-		if e.ID == "" {
-			e.ID = sum
 		}
 		fileEntries[i] = e
 		n.copied.Add(1)
@@ -189,10 +188,11 @@ func mkdir(dir string) error {
 	return os.Chmod(dir, dirMode) // whatever the umask
 }
 
-// linkFrom hard-links dst to an unchanged copy of e in the base release,
-// reporting false when there is none (or the file has too many links).
-func linkFrom(base *linkIndex, e *entry, dst string) (bool, error) {
-	p, c, ok := base.lookup(e.ID, e.Mode)
+// linkFrom hard-links dst to an unchanged copy of the content key names in
+// the base release, with e's mode, and fills in e from it. It reports false
+// when there is none, or when the copy has too many links.
+func linkFrom(base *linkIndex, e *entry, dst, key string) (bool, error) {
+	p, c, ok := base.lookup(key)
 	if !ok {
 		return false, nil
 	}
@@ -203,34 +203,37 @@ func linkFrom(base *linkIndex, e *entry, dst string) (bool, error) {
 		return false, err
 	}
 	e.Size, e.MTime = c.size, c.mtime
+	if e.CID == "" {
+		e.CID = c.cid
+	}
+	if e.Sum == "" {
+		e.Sum = c.sum
+	}
 	return true, nil
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
-// writeContent copies r into out, sets e.Mode, records out's size and mtime
-// in e, closes out, and returns "sha256:" and the content's digest.
-func writeContent(out *os.File, r io.Reader, e *entry) (string, error) {
+// writeContent copies r into out, sets e.Mode, records out's SHA-256,
+// size and mtime in e, and closes out.
+func writeContent(out *os.File, r io.Reader, e *entry) error {
 	defer out.Close()
 	h := sha256.New()
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
 	// writerOnly hides out's ReadFrom, so that the copy uses the buffer.
 	if _, err := io.CopyBuffer(writerOnly{out}, io.TeeReader(r, h), *bufp); err != nil {
-		return "", err
+		return err
 	}
 	if err := out.Chmod(e.Mode); err != nil {
-		return "", err
+		return err
 	}
 	fi, err := out.Stat()
 	if err != nil {
-		return "", err
+		return err
 	}
-	e.Size, e.MTime = fi.Size(), fi.ModTime().UnixNano()
-	if err := out.Close(); err != nil {
-		return "", err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	e.Size, e.MTime, e.Sum = fi.Size(), fi.ModTime().UnixNano(), hex.EncodeToString(h.Sum(nil))
+	return out.Close()
 }
 
 type writerOnly struct{ io.Writer }
@@ -247,7 +250,7 @@ func hashFile(fsys fs.FS, name string) (string, error) {
 	if _, err := io.CopyBuffer(h, f, *bufp); err != nil {
 		return "", fmt.Errorf("hash %s: %w", name, err)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // relinkTree rebuilds a tree of the base release in dir from its entries,
@@ -280,7 +283,11 @@ func relinkTree(ctx context.Context, base *linkIndex, t *tree, dir string, n *co
 				return nil, false, err
 			}
 		case kindFile:
-			ok, err := linkFrom(base, &e, dst)
+			key := contentKey("sha256", e.Sum, e.Mode)
+			if e.CID != "" {
+				key = contentKey("cid", e.CID, e.Mode)
+			}
+			ok, err := linkFrom(base, &e, dst, key)
 			if err != nil || !ok {
 				return nil, false, err
 			}

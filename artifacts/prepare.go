@@ -61,7 +61,7 @@ func (s *Store) Prepare(ctx context.Context, rev string, specBytes []byte, sp *s
 		return nil, fmt.Errorf("prepare %s: %w", rev, err)
 	}
 	s.log.Info("prepared release", "rev", rev, "took", time.Since(start),
-		"linked", b.n.linked.Load(), "copied", b.n.copied.Load(), "base", b.baseRev)
+		"linked", b.n.linked.Load(), "copied", b.n.copied.Load(), "base", b.baseRev, "sync", b.synced)
 	return r, nil
 }
 
@@ -74,6 +74,7 @@ type build struct {
 	base    *linkIndex
 	n       counts
 	m       manifest
+	synced  time.Duration // how long the final sync took
 }
 
 // startBuild moves a leftover of rev aside, picks the base release (the
@@ -156,9 +157,11 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 	}
 	// One syncfs instead of an fsync per file: a release is marked complete
 	// only once everything in it is on disk.
+	start := time.Now()
 	if err := syncFS(b.dir); err != nil {
 		return nil, err
 	}
+	b.synced = time.Since(start)
 	mk := marker{Rev: b.rev, Completed: time.Now().UTC(), Manifest: digest}
 	for _, t := range b.m.Trees {
 		if t.Artifact != "" && !slices.Contains(mk.Artifacts, t.Artifact) {

@@ -102,7 +102,7 @@ func extract(ctx context.Context, archive, label, dir string, strip int, lim lim
 			if err != nil {
 				return nil, bad("%v", err)
 			}
-			if e.ID, err = writeContent(out, tr, &e); err != nil {
+			if err := writeContent(out, tr, &e); err != nil {
 				return nil, bad("%v", err)
 			}
 			x.add(e)
