@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -40,9 +41,11 @@ func Lint(ms []Migration) []Warning {
 			name := func(tk token) string { return s.text[tk.off:tk.end] }
 			switch {
 			case len(t) >= 2 && t[0].word == "drop" && t[1].word == "table":
-				warn(t[0], "DROP TABLE: %s and may still use the table; stop using it in one revision, drop it in a later one (expand/contract)", rollout)
+				warn(t[0], "DROP TABLE %s: %s and may still use it; stop using it in one revision, drop it in a later one (expand/contract)",
+					names(s.text, t[2:], "if", "exists"), rollout)
 			case len(t) >= 1 && t[0].word == "truncate":
-				warn(t[0], "TRUNCATE: deletes every row while %s and still read them; make sure no deployed code needs the rows (expand/contract)", rollout)
+				warn(t[0], "TRUNCATE %s: deletes every row while %s and still read them; make sure no deployed code needs the rows (expand/contract)",
+					names(s.text, t[1:], "table", "only"), rollout)
 			case len(t) >= 3 && t[0].word == "alter" && t[1].word == "table":
 				i := 2
 				if i+1 < len(t) && t[i].word == "if" && t[i+1].word == "exists" {
@@ -68,6 +71,22 @@ func Lint(ms []Migration) []Warning {
 		}
 	}
 	return out
+}
+
+// names returns the text of a statement's object list (up to CASCADE,
+// RESTRICT or the end), after the optional keywords skip.
+func names(text string, t []token, skip ...string) string {
+	for len(t) > 0 && slices.Contains(skip, t[0].word) {
+		t = t[1:]
+	}
+	end := 0
+	for end < len(t) && t[end].word != ";" && t[end].word != "cascade" && t[end].word != "restrict" {
+		end++
+	}
+	if end == 0 {
+		return "?"
+	}
+	return text[t[0].off:t[end-1].end]
 }
 
 // lintAction checks one action of ALTER TABLE table.

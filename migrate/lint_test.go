@@ -39,12 +39,12 @@ ALTER TABLE keep DROP IF EXISTS z;
 		}
 	}
 	want := []string{
-		"7 DROP TABLE",
+		"7 DROP TABLE old_stuff",
 		`10 ALTER TABLE public."Keep" DROP COLUMN b`,
 		`11 ALTER TABLE public."Keep" DROP COLUMN a`,
 		"12 ALTER TABLE keep RENAME COLUMN a",
 		"13 ALTER TABLE keep RENAME TO kept",
-		"15 TRUNCATE",
+		"15 TRUNCATE keep",
 		"16 ALTER TABLE keep ALTER COLUMN a TYPE",
 		`17 ALTER TABLE keep ALTER COLUMN "type" TYPE`,
 		"18 ALTER TABLE keep DROP COLUMN z",

@@ -35,8 +35,19 @@
 //   - Open refuses a connection through a pooler in transaction pooling mode
 //     (ErrTransactionPooling), where a session's lock would not stay with it.
 //
+// Statements are cut as psql cuts a file (see split: quotes, dollar quotes,
+// comments, BEGIN ATOMIC bodies) and sent one at a time with the simple
+// protocol, inside the migration's transaction unless it is a no-transaction
+// one: a failure then names its statement, and PostgreSQL's error position
+// its line. (One multi-statement query string would not do: PostgreSQL runs
+// it as one implicit transaction, where CREATE INDEX CONCURRENTLY is refused.)
+// Every statement runs under Config.LockTimeout and StatementTimeout, SET
+// LOCAL in a transaction, SET for the session otherwise; the session is RESET
+// after every migration.
+//
 // The Migrator owns one dedicated connection (a pgx.Conn, never a pool); its
-// methods serialize on it.
+// methods serialize on it. A cancelled ctx cancels the running statement on
+// the server, and the connection stays usable.
 package migrate
 
 import (
@@ -115,7 +126,7 @@ type Migrator struct {
 	conn  *pgx.Conn
 	cfg   Config
 	log   *slog.Logger
-	table string // quoted identifier
+	table string // quoted schema.name
 	key   int64  // advisory lock key
 	// checkInterval: the server supports client_connection_check_interval
 	// (PostgreSQL 14+), so it ends a dead client's statement within a second.
@@ -169,17 +180,38 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Migrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrations database: %w", err)
 	}
-	m := &Migrator{conn: conn, cfg: cfg, log: cfg.Log.With("node", cfg.Node, "rev", cfg.Revision),
-		table: pgx.Identifier(strings.Split(cfg.Table, ".")).Sanitize(), key: lockKey(cfg.Table)}
+	m := &Migrator{conn: conn, cfg: cfg, log: cfg.Log.With("node", cfg.Node, "rev", cfg.Revision), key: lockKey(cfg.Table)}
 	if err := m.checkSession(ctx, pc); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("migrations database %s:%d/%s: %w", pc.Host, pc.Port, pc.Database, err)
+	}
+	if m.table, err = qualify(ctx, conn, cfg.Table); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, err
 	}
 	if err := m.resetSession(ctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return m, nil
+}
+
+// qualify returns the ledger table's quoted name with its schema: the
+// session's current schema unless given, so that a migration changing
+// search_path does not move the ledger.
+func qualify(ctx context.Context, conn *pgx.Conn, table string) (string, error) {
+	parts := strings.Split(table, ".")
+	if len(parts) == 1 {
+		var schema *string
+		if err := conn.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+			return "", fmt.Errorf("ledger schema: %w", err)
+		}
+		if schema == nil {
+			return "", fmt.Errorf("ledger %s: no schema of search_path exists; set the table as schema.name", table)
+		}
+		parts = []string{*schema, table}
+	}
+	return pgx.Identifier(parts).Sanitize(), nil
 }
 
 // lockKey derives the advisory lock key from the ledger table's name.

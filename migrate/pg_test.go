@@ -31,6 +31,8 @@ func TestPostgres(t *testing.T) {
 		{"NoTransactionFailureBlocksUntilResolve", testNoTransaction},
 		{"MissingFilesAndOrder", testMissingAndOrder},
 		{"LockLostNothingCommitted", testLockLost},
+		{"ContextBoundsEveryWait", testContextBoundsWaits},
+		{"SessionStateDoesNotLeak", testSessionState},
 		{"RacingProcessesApplyOnce", testRacingProcesses},
 		{"KilledMidMigrationLeavesNothing", testKilledMidMigration},
 		{"KilledMidNoTransactionBlocks", testKilledMidNoTransaction},
@@ -420,6 +422,52 @@ func testLockLost(t *testing.T, e *env) {
 	}
 	if e.exists("a") || e.exists("b") || value[int](e, "SELECT count(*) FROM drover_schema_migrations") != 0 {
 		t.Fatal("a migration committed in a session without the lock")
+	}
+}
+
+func testContextBoundsWaits(t *testing.T, e *env) {
+	e.write("0001_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n")
+	m := e.open(Config{})
+	ctx, cancel := context.WithTimeout(e.ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err := m.Up(ctx, e.load())
+	var me *MigrationError
+	if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &me) || e.exists("slow") {
+		t.Fatalf("Up = %v, want a plain deadline error (not the migration's fault) and nothing applied", err)
+	}
+	// The server cancelled the statement; the session is still usable.
+	e.write("0001_slow.sql", "CREATE TABLE slow (id int);\n")
+	if applied, err := m.Up(e.ctx, e.load()); err != nil || len(applied) != 1 {
+		t.Fatalf("Up after a cancelled one = %v, %v", versions(applied), err)
+	}
+
+	// Waiting for the lock another node holds ends with ctx, naming the holder.
+	other := e.open(Config{Node: "holder"})
+	unlock, err := other.lock(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	e.write("0002_more.sql", "CREATE TABLE more (id int);")
+	ctx, cancel = context.WithTimeout(e.ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := m.Up(ctx, e.load()); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "drover-migrate@holder") {
+		t.Fatalf("Up = %v, want a deadline naming the holder", err)
+	}
+	if st, err := m.Status(e.ctx, e.load()); err != nil || !st.Locked || len(st.Pending) != 1 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+}
+
+func testSessionState(t *testing.T, e *env) {
+	e.write("0001_path.sql", "CREATE SCHEMA other;\nSET search_path TO other;\nSET lock_timeout = '1h';\nCREATE TABLE x ();\n")
+	e.write("0002_next.sql", "CREATE TABLE y ();")
+	m := e.open(Config{})
+	if applied, err := m.Up(e.ctx, e.load()); err != nil || len(applied) != 2 {
+		t.Fatalf("Up = %v, %v", versions(applied), err)
+	}
+	if !e.exists("other.x") || !e.exists("public.y") || value[int](e, "SELECT count(*) FROM public.drover_schema_migrations") != 2 {
+		t.Fatal("a migration's SET leaked into the next migration or moved the ledger")
 	}
 }
 
