@@ -139,9 +139,13 @@ func TestHealthCheckDrainIgnoredByNginx(t *testing.T) {
 	n := startNode(t, "node1", false)
 	h := testsvc.StartHAProxy(t, haproxyConf(t, fmt.Sprintf("127.0.0.1:%d", testsvc.FreePort(t)), "", n))
 	waitServersUp(t, h, 1)
-	err := mustNew(t, healthCheckConfig(n)).Drain(context.Background())
+	d := mustNew(t, healthCheckConfig(n))
+	err := d.Drain(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "still answers the LB 200") {
 		t.Fatalf("Drain with a config that ignores the drain file: %v", err)
+	}
+	if out, _ := d.Drained(context.Background()); out || serverStatus(t, h, "node1") != "UP" {
+		t.Errorf("after the failed drain: Drained() = %v, HAProxy says %s; want false, UP", out, serverStatus(t, h, "node1"))
 	}
 }
 

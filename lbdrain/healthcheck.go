@@ -47,7 +47,7 @@ func (d *healthCheck) riseWindow() time.Duration {
 // in the health log that nginx answered the LB 503, then waits for in-flight
 // requests.
 func (d *healthCheck) Drain(ctx context.Context) error {
-	since, err := d.createDrainFile()
+	since, created, err := d.createDrainFile()
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
@@ -66,6 +66,9 @@ func (d *healthCheck) Drain(ctx context.Context) error {
 			return fmt.Errorf("drain: %w", err)
 		}
 		if ok := w.answered(true); len(ok) > 0 {
+			if created { // the node is not out: do not claim it is
+				_ = os.Remove(d.drainFile())
+			}
 			return fmt.Errorf("drain: the health endpoint still answers the LB 200 with %s present (does nginx's health location test it?): %s",
 				d.drainFile(), strings.Join(ok, ", "))
 		}
@@ -80,15 +83,16 @@ func (d *healthCheck) Drain(ctx context.Context) error {
 }
 
 // createDrainFile puts Dir/drain in place atomically and returns when it
-// appeared; an existing file is left as it is.
-func (d *healthCheck) createDrainFile() (time.Time, error) {
+// appeared and whether this call created it; an existing file is left as it
+// is.
+func (d *healthCheck) createDrainFile() (since time.Time, created bool, err error) {
 	path := d.drainFile()
 	if fi, err := os.Stat(path); err == nil {
-		return fi.ModTime(), nil
+		return fi.ModTime(), false, nil
 	}
 	tmp, err := os.CreateTemp(d.hc.Dir, ".drain-*")
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	defer os.Remove(tmp.Name())
 	_, err = fmt.Fprintf(tmp, "drained by drover at %s\n", time.Now().UTC().Format(time.RFC3339))
@@ -102,13 +106,13 @@ func (d *healthCheck) createDrainFile() (time.Time, error) {
 		err = cerr
 	}
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	now := time.Now()
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
-	return now, syncDir(d.hc.Dir)
+	return now, true, syncDir(d.hc.Dir)
 }
 
 func syncDir(dir string) error {

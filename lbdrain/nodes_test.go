@@ -272,6 +272,20 @@ func (l *load) watchedBetween(a, b time.Time) int {
 	return n
 }
 
+// firstWatchedAfter is how long after a the first request answered by the
+// watched node started (-1 if none did).
+func (l *load) firstWatchedAfter(a time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := time.Duration(-1)
+	for _, h := range l.hits {
+		if d := h.start.Sub(a); d >= 0 && (first < 0 || d < first) {
+			first = d
+		}
+	}
+	return first
+}
+
 func (l *load) page(p string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
