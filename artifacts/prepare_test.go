@@ -30,6 +30,7 @@ workers:
 `
 
 func TestPrepareMaterializesSources(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{
@@ -91,6 +92,7 @@ func TestPrepareMaterializesSources(t *testing.T) {
 
 // Every refused source leaves the live release serving and no new release.
 func TestPrepareRefusesBadSources(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		files map[string]string
@@ -185,6 +187,7 @@ var _ ContentIDFS = (*cidFS)(nil)
 // Unchanged files share the inode of the live release's copy; changed,
 // re-moded and in-place-modified files get their own.
 func TestPrepareHardlinksUnchangedFiles(t *testing.T) {
+	t.Parallel()
 	for _, withCID := range []bool{false, true} {
 		t.Run(fmt.Sprintf("contentID=%v", withCID), func(t *testing.T) {
 			s := openStore(t, Options{})
@@ -276,6 +279,7 @@ func TestPrepareHardlinksUnchangedFiles(t *testing.T) {
 }
 
 func TestPrepareIsIdempotent(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v1"})
@@ -297,6 +301,7 @@ func TestPrepareIsIdempotent(t *testing.T) {
 // A release dir without its completion marker (the agent died while
 // preparing it) is set aside and rebuilt, not trusted.
 func TestPrepareRebuildsCrashLeftovers(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "full", "sites/blog/b.html": "b"})
@@ -325,6 +330,17 @@ func TestPrepareRebuildsCrashLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertLive(t, s, rev(2), "sites/blog/index.html", "full")
+
+	// The live release losing its marker is not a crash leftover: it is
+	// never moved aside under nginx's feet.
+	if err := os.Remove(filepath.Join(s.ReleaseDir(rev(2)), markerFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = prepare(t, s, rev(2), repo, blogSpec)
+	wantErr(t, err, "refusing to rebuild a live release")
+	if got := readFile(t, filepath.Join(s.LiveDir(), "sites/blog/index.html")); got != "full" {
+		t.Fatalf("live index.html = %q", got)
+	}
 }
 
 const installSpec = `version: 1
@@ -339,6 +355,7 @@ workers:
 `
 
 func TestPrepareRunsInstall(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"workers/api/package.json": `{"name":"api"}`, "x:workers/api/server.sh": "#!/bin/sh\n"})
@@ -365,6 +382,7 @@ func TestPrepareRunsInstall(t *testing.T) {
 }
 
 func TestPrepareInstallFailureAndTimeout(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, script, timeout string
 		want                  []string
@@ -393,6 +411,7 @@ func TestPrepareInstallFailureAndTimeout(t *testing.T) {
 }
 
 func TestPrepareHonoursContext(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"workers/api/server.sh": "v1"})
@@ -406,6 +425,7 @@ func TestPrepareHonoursContext(t *testing.T) {
 // A release made without content ids (hashes only) still lends its files
 // to one made with them, and the other way round.
 func TestPrepareLinksAcrossContentIDKinds(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/a.css": "a", "sites/blog/b.css": "b"})

@@ -169,6 +169,12 @@ func Open(stateDir string, opts Options) (*Store, error) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("open release store: %w", err)
 		}
+		if d != dir {
+			// nginx and the workers' users traverse releases/.
+			if err := os.Chmod(d, 0o755); err != nil {
+				return nil, fmt.Errorf("open release store: %w", err)
+			}
+		}
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {

@@ -145,6 +145,7 @@ func wantErr(t testing.TB, err error, parts ...string) {
 }
 
 func TestOpenLocksTheStateDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
 	if err != nil {
@@ -163,6 +164,7 @@ func TestOpenLocksTheStateDir(t *testing.T) {
 }
 
 func TestRevisionsMustBeCommitIDs(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "hi"})
@@ -181,6 +183,7 @@ func TestRevisionsMustBeCommitIDs(t *testing.T) {
 }
 
 func TestSwitchRefusesIncompleteReleases(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v1"})
@@ -200,6 +203,7 @@ func TestSwitchRefusesIncompleteReleases(t *testing.T) {
 }
 
 func TestCurrentPreviousAndReleases(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	if cur, err := s.Current(); cur != "" || err != nil {
 		t.Fatalf("Current of an empty store = %q, %v", cur, err)
@@ -234,6 +238,7 @@ func TestCurrentPreviousAndReleases(t *testing.T) {
 // A reader resolving paths through S/current, as nginx does, never finds it
 // missing while releases are switched back and forth.
 func TestSwitchIsAtomicForReaders(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "same"})
@@ -269,6 +274,7 @@ func TestSwitchIsAtomicForReaders(t *testing.T) {
 }
 
 func TestPruneKeepsWhatItMust(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v"})

@@ -108,6 +108,7 @@ func file(name string, size int64) *tar.Header {
 }
 
 func TestTarballSite(t *testing.T) {
+	t.Parallel()
 	ts := newTarServer(t)
 	s := openStore(t, Options{})
 	data := realTarball(t, map[string]string{
@@ -170,6 +171,7 @@ func TestTarballSite(t *testing.T) {
 }
 
 func TestTarballFromFileURL(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, Options{})
 	data := craftedTarball(t, false, file("app/index.html", 5), &tar.Header{Name: "app/copy.html", Typeflag: tar.TypeLink, Linkname: "app/index.html"})
 	p := filepath.Join(t.TempDir(), "app.tar")
@@ -185,6 +187,7 @@ func TestTarballFromFileURL(t *testing.T) {
 }
 
 func TestTarballWrongDigest(t *testing.T) {
+	t.Parallel()
 	ts := newTarServer(t)
 	s := openStore(t, Options{})
 	repo := t.TempDir()
@@ -209,6 +212,7 @@ func TestTarballWrongDigest(t *testing.T) {
 // Each bad archive is refused with the entry named, nothing lands outside
 // the extraction root, and the live release keeps serving.
 func TestTarballBadEntries(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		opts  Options
@@ -280,6 +284,7 @@ func TestTarballBadEntries(t *testing.T) {
 }
 
 func TestTarballNotAnArchive(t *testing.T) {
+	t.Parallel()
 	ts := newTarServer(t)
 	s := openStore(t, Options{})
 	url, sum := ts.put("app.tgz", []byte("<html>this is an error page, not a tarball</html>"))
