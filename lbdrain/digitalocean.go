@@ -241,9 +241,9 @@ func (d *digitalOcean) Undrain(ctx context.Context) error {
 		return fmt.Errorf("undrain: %w", err)
 	}
 	since := time.Now()
-	if s.member {
-		since = since.Add(-d.riseWindow(s))
-	} else {
+	if s.member && d.accessLog != "" {
+		since = since.Add(-d.riseWindow(s)) // a second call, a restart: recent checks count
+	} else if !s.member {
 		op, call := fmt.Sprintf("add droplet %d to load balancer %s", id, d.lbID), func(ctx context.Context) (*godo.Response, error) {
 			return d.api.LoadBalancers.AddDroplets(ctx, d.lbID, id)
 		}

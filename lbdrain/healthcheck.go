@@ -127,13 +127,16 @@ func syncDir(dir string) error {
 // Undrain removes the drain file and waits until the LB's checks were seen
 // answered 200 HealthyThreshold times from every checking address, or the
 // rise window passed without any check seen. When the file was already gone
-// (a second call, a restart), checks logged during the last rise window count.
+// (a second call, a restart), checks logged during the last rise window
+// count; without a log, the whole window is waited again.
 func (d *healthCheck) Undrain(ctx context.Context) error {
 	since := time.Now()
 	err := os.Remove(d.drainFile())
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist) && d.hc.AccessLog != "":
 		since = since.Add(-d.riseWindow())
+	case errors.Is(err, os.ErrNotExist):
+		// Nothing says when it went: wait the whole window.
 	case err != nil:
 		return fmt.Errorf("undrain: %w", err)
 	default:

@@ -20,8 +20,8 @@
 //     API error after retries, a health endpoint that still answers 200 with
 //     the drain file present) or when ctx ends.
 //   - Undrain(ctx) puts the node back and returns nil once the LB sends it
-//     traffic again: HAProxy reports the server running with no drain or
-//     maintenance flag; the LB's own health checks were seen answered 200
+//     traffic again: HAProxy reports the server "UP" (checks passing, no
+//     drain or maintenance); the LB's own health checks were seen answered 200
 //     HealthyThreshold times in a row from every checking address (nginx's
 //     health access log, see HealthLogFormat), or, when no check is seen at
 //     all, after the LB's rise window (interval × healthy threshold + margin)
@@ -34,7 +34,27 @@
 //
 // Drivers: "none" (single node, development: no-op, never drained),
 // "healthcheck" (any LB that polls the node's health endpoint), "haproxy"
-// (runtime API, our own small client) and "digitalocean" (godo).
+// (runtime API, our own small client) and "digitalocean" (godo). The
+// DigitalOcean API is retried on 429, 5xx and "can't be updated while it
+// processes previous actions" (403), honouring Retry-After and
+// RateLimit-Reset.
+//
+// The nginx side, shared with the config drover renders (HealthCheck.Dir is
+// /var/lib/drover/lb here):
+//
+//	log_format drover_health '$msec $status $remote_addr';
+//	server {                                   # the plain-HTTP health port
+//	    location = /healthz {
+//	        access_log /var/log/nginx/drover-health.log drover_health;
+//	        if (-f /var/lib/drover/lb/drain) { return 503; }
+//	        root /var/lib/drover/lb;
+//	        try_files /up =503;
+//	    }
+//	}
+//	server {                                   # local only: StatusURL
+//	    listen 127.0.0.1:8099;
+//	    location = /nginx_status { stub_status; }
+//	}
 package lbdrain
 
 import (
@@ -47,7 +67,8 @@ import (
 	"time"
 )
 
-// Driver takes this node out of the load balancer's rotation and back.
+// Driver takes this node out of the load balancer's rotation and back. Its
+// methods are called one at a time (by the node's rollout).
 type Driver interface {
 	// Drain returns when the LB sends no new requests and in-flight ones
 	// finished (or DrainTimeout passed: nil and a logged warning).
