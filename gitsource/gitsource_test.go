@@ -28,6 +28,7 @@ func mustRead(t testing.TB, fsys fs.FS, name string) string {
 }
 
 func TestPollFetchesNothingUntilThePushOverHTTP(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	u.write("drover.yaml", "version: 1\n", 0o644)
 	c1 := u.commit("first")
@@ -106,6 +107,7 @@ func TestPollFetchesNothingUntilThePushOverHTTP(t *testing.T) {
 }
 
 func TestIncrementalFetchTransfersOnlyNewObjects(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	// 200 incompressible files of 2 KB in 10 directories.
 	for i := range 200 {
@@ -148,6 +150,7 @@ func TestIncrementalFetchTransfersOnlyNewObjects(t *testing.T) {
 }
 
 func TestForcePushedHistoryIsRecloned(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	u.write("a.txt", "one", 0o644)
 	u.write("keep/b.txt", "kept", 0o644)
@@ -197,6 +200,7 @@ func TestForcePushedHistoryIsRecloned(t *testing.T) {
 }
 
 func TestDamagedStoreIsClonedAfresh(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	for i := range 20 {
 		u.write(fmt.Sprintf("dir%d/f.txt", i), fmt.Sprintf("file %d", i), 0o644)
@@ -249,6 +253,7 @@ func TestDamagedStoreIsClonedAfresh(t *testing.T) {
 }
 
 func TestStoreStaysBounded(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	r := openRepo(t, Config{URL: u.fileURL()}, nil)
 	// Each commit below brings 4 new objects (commit, root tree, dir
@@ -280,6 +285,7 @@ func TestStoreStaysBounded(t *testing.T) {
 }
 
 func TestMissingBranch(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	ctx := ctxT(t)
 	// An empty repository has no branch at all.
@@ -299,6 +305,7 @@ func TestMissingBranch(t *testing.T) {
 }
 
 func TestFetchOfACommitTheBranchLeft(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	c1 := u.commit("one")
 	u.commit("two")
@@ -313,6 +320,7 @@ func TestFetchOfACommitTheBranchLeft(t *testing.T) {
 }
 
 func TestCommit(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	when := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	u.write("x", "x", 0o644)
@@ -343,6 +351,7 @@ func TestCommit(t *testing.T) {
 }
 
 func TestTokenAuth(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	c1 := u.commit("one")
 	srv := serveHTTP(t, u.root)
@@ -393,6 +402,7 @@ func TestTokenAuth(t *testing.T) {
 }
 
 func TestOpenValidatesEveryField(t *testing.T) {
+	t.Parallel()
 	_, err := Open(Config{}, testLogger(os.Stderr))
 	for _, want := range []string{"url: required", "branch: required", "dir: required"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -416,6 +426,7 @@ func TestOpenValidatesEveryField(t *testing.T) {
 }
 
 func TestOpenRecoversADamagedStore(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	c1 := u.commit("one")
 	dir := filepath.Join(t.TempDir(), "git")
@@ -445,6 +456,7 @@ func TestOpenRecoversADamagedStore(t *testing.T) {
 }
 
 func TestCancelledPollReturns(t *testing.T) {
+	t.Parallel()
 	stuck := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		select {
@@ -470,6 +482,7 @@ func TestCancelledPollReturns(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t)
 	u.write("n.txt", "0", 0o644)
 	u.commit("0")
