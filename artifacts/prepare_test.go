@@ -87,7 +87,12 @@ func TestPrepareMaterializesSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertLive(t, s, rev(1), "sites/blog/css/site.css", "body{}")
-	assertLive(t, s, rev(1), "workers/api/run.sh", "#!/bin/sh\necho hi\n")
+	if got := readFile(t, filepath.Join(s.LiveWorkerDir("api"), "run.sh")); got != "#!/bin/sh\necho hi\n" {
+		t.Errorf("LiveWorkerDir: run.sh = %q", got)
+	}
+	if got := readFile(t, filepath.Join(s.LiveSiteDir("blog"), "index.html")); got != "<h1>blog</h1>" {
+		t.Errorf("LiveSiteDir: index.html = %q", got)
+	}
 }
 
 // Every refused source leaves the live release serving and no new release.

@@ -215,6 +215,14 @@ func (s *Store) ReleaseDir(rev string) string { return filepath.Join(s.dir, "rel
 // LiveDir is S/current: paths through it follow every Switch.
 func (s *Store) LiveDir() string { return filepath.Join(s.dir, liveLink) }
 
+// LiveSiteDir is S/current/sites/<name>: the root nginx serves a site from.
+func (s *Store) LiveSiteDir(name string) string { return filepath.Join(s.LiveDir(), "sites", name) }
+
+// LiveWorkerDir is S/current/workers/<name>: a worker's WorkingDirectory.
+func (s *Store) LiveWorkerDir(name string) string {
+	return filepath.Join(s.LiveDir(), "workers", name)
+}
+
 var revRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // checkRev refuses anything but a full commit id, which also keeps rev
