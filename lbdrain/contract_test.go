@@ -181,7 +181,7 @@ func haproxyTCPEnv(t *testing.T) contractEnv {
 // doEnv: the fake DigitalOcean LB, health-checking a real nginx from two
 // checker addresses.
 func doEnv(t *testing.T, tag string) contractEnv {
-	f, cfg := doSetup(t, tag, true)
+	f, _, cfg := doSetup(t, tag, true)
 	return contractEnv{
 		newDriver: func() Driver { return f.driver(t, cfg) },
 		lbOut:     func() bool { return !f.member() },
@@ -190,7 +190,7 @@ func doEnv(t *testing.T, tag string) contractEnv {
 
 // doSetup starts a node and a fake DigitalOcean in front of it and returns
 // the driver config.
-func doSetup(t *testing.T, tag string, watch bool) (*fakeDO, Config) {
+func doSetup(t *testing.T, tag string, watch bool) (*fakeDO, *node, Config) {
 	n := startNode(t, "droplet", true)
 	f := startFakeDO(t, tag, n.healthyEnd, "127.0.0.2", "127.0.0.3")
 	tokenFile := filepath.Join(t.TempDir(), "do-token")
@@ -204,7 +204,7 @@ func doSetup(t *testing.T, tag string, watch bool) (*fakeDO, Config) {
 	if watch {
 		cfg.HealthCheck.AccessLog = n.healthLog
 	}
-	return f, cfg
+	return f, n, cfg
 }
 
 // driver makes a DigitalOcean driver whose seconds are the fake's, and whose

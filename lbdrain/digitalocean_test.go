@@ -19,7 +19,7 @@ func TestDigitalOceanRequestsAndWaits(t *testing.T) {
 	for _, tag := range []string{"", "web"} {
 		t.Run("tag="+tag, func(t *testing.T) {
 			t.Parallel()
-			f, cfg := doSetup(t, tag, true)
+			f, _, cfg := doSetup(t, tag, true)
 			d := f.driver(t, cfg)
 			ctx := context.Background()
 			lb := "/v2/load_balancers/" + f.lbID
@@ -65,7 +65,7 @@ func TestDigitalOceanRequestsAndWaits(t *testing.T) {
 // × healthy threshold + margin.
 func TestDigitalOceanUndrainUnobservedWaitsRiseWindow(t *testing.T) {
 	t.Parallel()
-	f, cfg := doSetup(t, "", false)
+	f, _, cfg := doSetup(t, "", false)
 	f.setMembers(3164445)
 	d := f.driver(t, cfg)
 	start := time.Now()
@@ -81,9 +81,8 @@ func TestDigitalOceanUndrainUnobservedWaitsRiseWindow(t *testing.T) {
 // the LB does not see it healthy instead of claiming it serves.
 func TestDigitalOceanUndrainUnhealthyNodeFails(t *testing.T) {
 	t.Parallel()
-	f, cfg := doSetup(t, "", true)
+	f, n, cfg := doSetup(t, "", true)
 	f.setMembers(3164445)
-	n := &node{healthDir: strings.TrimSuffix(cfg.HealthCheck.AccessLog, "health.log") + "health"}
 	n.setUp(t, false)
 	err := f.driver(t, cfg).Undrain(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "503") {
@@ -96,7 +95,7 @@ func TestDigitalOceanUndrainUnhealthyNodeFails(t *testing.T) {
 // exact.
 func TestDigitalOceanRetries(t *testing.T) {
 	t.Parallel()
-	f, cfg := doSetup(t, "", false)
+	f, _, cfg := doSetup(t, "", false)
 	lb := "/v2/load_balancers/" + f.lbID
 	reset := time.Now().Add(7 * time.Second).Unix()
 	f.injectN(1, "GET", lb, 500, nil, `{"id":"server_error","message":"Unexpected server-side error"}`)
@@ -135,7 +134,7 @@ func TestDigitalOceanRetries(t *testing.T) {
 // after the attempts; a rate limit beyond the deadline is not waited for.
 func TestDigitalOceanRefusals(t *testing.T) {
 	t.Parallel()
-	f, cfg := doSetup(t, "", false)
+	f, _, cfg := doSetup(t, "", false)
 	lb := "/v2/load_balancers/" + f.lbID
 	d := f.driver(t, cfg)
 
