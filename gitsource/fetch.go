@@ -42,7 +42,11 @@ func (r *Repo) Fetch(ctx context.Context, rev string) error {
 	if err := r.usable(ctx); err != nil {
 		return fmt.Errorf("fetch %s: %w", rev, err)
 	}
+	if r.verified == h {
+		return nil
+	}
 	if complete(r.st, h) == nil {
+		r.verified = h
 		return nil
 	}
 	start, before := time.Now(), r.traffic.load()
@@ -53,6 +57,7 @@ func (r *Repo) Fetch(ctx context.Context, rev string) error {
 			err = complete(r.st, h)
 		}
 		if err == nil {
+			r.verified = h
 			r.logFetch("fetched", h, start, before)
 			return nil
 		}
@@ -67,6 +72,7 @@ func (r *Repo) Fetch(ctx context.Context, rev string) error {
 	if err := r.reclone(ctx, h); err != nil {
 		return fmt.Errorf("fetch %s: clone afresh: %w", rev, err)
 	}
+	r.verified = h
 	r.logFetch("cloned afresh", h, start, before)
 	return nil
 }
@@ -242,6 +248,7 @@ func (r *Repo) reclone(ctx context.Context, h plumbing.Hash) error {
 		return err
 	}
 	// Swap: the store is rebuilt from the remote if a crash leaves no Dir.
+	r.verified = plumbing.ZeroHash
 	if r.st != nil {
 		r.st.Close()
 	}

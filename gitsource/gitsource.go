@@ -120,9 +120,10 @@ type Repo struct {
 	// maxPacks and maxLoose bound the store (see defaultMaxPacks).
 	maxPacks, maxLoose int
 
-	mu     sync.Mutex
-	st     *filesystem.Storage // nil after a failed swap, reopened on use
-	closed bool
+	mu       sync.Mutex
+	st       *filesystem.Storage // nil after a failed swap, reopened on use
+	closed   bool
+	verified plumbing.Hash // the last commit found complete in st
 }
 
 // Open validates cfg and opens (or creates) the local repository in
