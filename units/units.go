@@ -128,7 +128,7 @@ func (c Config) healthCheck(w *spec.Worker, port int) health.Check {
 }
 
 // errDown is returned by a probe when the instance went down or restarted.
-var errDown = errors.New("instance went down")
+var errDown = errors.New("it went down")
 
 // settle waits until the instance passed its health check and, for the
 // settle window since start, probe kept reporting it up; probe returns an
@@ -148,7 +148,7 @@ func (c Config) settle(ctx context.Context, check health.Check, start time.Time,
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err := probe(ctx); err != nil {
+		if err := probe(ctx); err != nil && ctx.Err() == nil {
 			return err
 		}
 		if !waiting && time.Since(start) >= c.Settle {

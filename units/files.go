@@ -1,0 +1,151 @@
+package units
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// syncFiles makes the units directory hold exactly the drover files in want,
+// each target enabled for boot (a multi-user.target.wants symlink, as
+// `systemctl enable` makes), and reports whether anything changed. Files are
+// written atomically and only when their content differs; only files that
+// carry drover's header are ever removed.
+func (s *Systemd) syncFiles(want map[string][]byte) (changed bool, err error) {
+	dir := filepath.Join(s.cfg.Root, s.cfg.UnitsDir)
+	wantsDir := filepath.Join(dir, "multi-user.target.wants")
+	if err := os.MkdirAll(wantsDir, 0o755); err != nil {
+		return false, err
+	}
+	for name, data := range want {
+		p := filepath.Join(dir, name)
+		if cur, err := os.ReadFile(p); err == nil && bytes.Equal(cur, data) {
+			continue
+		}
+		if err := writeAtomic(p, data, 0o644); err != nil {
+			return changed, fmt.Errorf("write unit %s: %w", name, err)
+		}
+		s.cfg.Log.Info("unit file written", "unit", name)
+		changed = true
+	}
+	for name := range want {
+		if !strings.HasSuffix(name, ".target") {
+			continue
+		}
+		link, target := filepath.Join(wantsDir, name), "../"+name
+		if cur, err := os.Readlink(link); err == nil && cur == target {
+			continue
+		}
+		if err := symlinkAtomic(target, link); err != nil {
+			return changed, fmt.Errorf("enable %s: %w", name, err)
+		}
+		changed = true
+	}
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return changed, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if want[name] != nil || !ours(name) || !e.Type().IsRegular() || !managed(filepath.Join(dir, name)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return changed, fmt.Errorf("remove unit %s: %w", name, err)
+		}
+		s.cfg.Log.Info("unit file removed", "unit", name)
+		changed = true
+	}
+	links, err := os.ReadDir(wantsDir)
+	if err != nil {
+		return changed, err
+	}
+	for _, e := range links {
+		name := e.Name()
+		if want[name] != nil || !ours(name) {
+			continue
+		}
+		if cur, err := os.Readlink(filepath.Join(wantsDir, name)); err != nil || cur != "../"+name {
+			continue
+		}
+		if err := os.Remove(filepath.Join(wantsDir, name)); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	if changed {
+		syncDir(dir)
+	}
+	return changed, nil
+}
+
+// ours matches the names drover gives worker units.
+func ours(name string) bool {
+	return strings.HasPrefix(name, "drover-") && (strings.HasSuffix(name, "@.service") || strings.HasSuffix(name, ".target"))
+}
+
+// managed reports whether the file starts with drover's header.
+func managed(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	return line == managedHeader
+}
+
+// writeAtomic replaces path with data: a temporary file in the same
+// directory, synced, then renamed over path.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing to remove
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+func symlinkAtomic(target, link string) error {
+	tmp := filepath.Join(filepath.Dir(link), "."+filepath.Base(link)+".tmp")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
