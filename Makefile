@@ -25,3 +25,11 @@ bench: setup
 
 clean:
 	rm -rf bin
+
+# The README's first command: drover's agent on the shipped example.
+quickstart:
+	@bash scripts/quickstart.sh
+
+quickstart-stop:
+	@if [ -s .quickstart/nginx/nginx.pid ]; then kill -QUIT $$(cat .quickstart/nginx/nginx.pid) 2>/dev/null || true; fi
+	@pkill -f 'bin/drover agent --config examples/node.local.yaml' 2>/dev/null || true

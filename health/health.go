@@ -33,14 +33,18 @@ type Check struct {
 	Timeout time.Duration
 }
 
-// newClient makes the HTTP client the checks use; it never reuses connections so
-// that each attempt proves a fresh connection is accepted, and it skips TLS
-// verification because checks go to this node's own nginx by address.
-var newClient = func() *http.Client {
+// newClient makes the HTTP client of one check. It never reuses
+// connections, so that each attempt proves a fresh connection is accepted.
+// It sends the check's Host as the TLS server name (nginx picks the site's
+// server block, and refuses handshakes for unknown names) and skips
+// certificate verification: checks go to this node's own nginx by address.
+func newClient(host string) *http.Client {
+	tlsConf := insecureTLS()
+	tlsConf.ServerName = host
 	return &http.Client{
 		Transport: &http.Transport{
 			DisableKeepAlives: true,
-			TLSClientConfig:   insecureTLS(),
+			TLSClientConfig:   tlsConf,
 			DialContext:       (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -83,11 +87,9 @@ func (c Check) Once(ctx context.Context, client *http.Client) error {
 // a row, or ctx ends. The error names every check that was not healthy and
 // its last failure.
 func Wait(ctx context.Context, checks []Check) error {
-	client := newClient()
-	defer client.CloseIdleConnections()
 	errs := make(chan error, len(checks))
 	for _, c := range checks {
-		go func() { errs <- c.wait(ctx, client) }()
+		go func() { errs <- c.wait(ctx, newClient(c.Host)) }()
 	}
 	var all []error
 	for range checks {

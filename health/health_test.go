@@ -54,3 +54,19 @@ func TestWaitDeadlineNamesTheFailure(t *testing.T) {
 		}
 	}
 }
+
+// nginx picks a TLS site by SNI and rejects unknown names, so a check of a
+// site through nginx must send the site's name in the handshake.
+func TestWaitSendsHostAsTLSServerName(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.TLS.ServerName != "blog.example.com" || r.Host != "blog.example.com" {
+			http.Error(w, "wrong SNI or Host", http.StatusMisdirectedRequest)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := Wait(ctx, []Check{{Name: "site blog", URL: srv.URL, Host: "blog.example.com", Interval: 10 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,9 +31,9 @@ type Config struct {
 	HealthDir string
 	// KeepReleases is how many releases Prune keeps.
 	KeepReleases int
-	// SiteURL is where this node's nginx serves the sites, e.g.
+	// SiteURL says where this node's nginx serves the sites of a spec, e.g.
 	// https://127.0.0.1:443; site checks send each site's server name.
-	SiteURL string
+	SiteURL func(sp *spec.Spec) string
 	// WorkerHost is where worker instances listen (127.0.0.1).
 	WorkerHost string
 	Log        *slog.Logger
@@ -76,8 +76,8 @@ type retryState struct {
 
 // New checks the configuration and returns a node ready to Recover and Sync.
 func New(cfg Config, d Deps) (*Node, error) {
-	if d.Source == nil || d.Releases == nil || d.Web == nil || d.Supervisor == nil {
-		return nil, errors.New("reconcile: Source, Releases, Web and Supervisor are required")
+	if d.Source == nil || d.Releases == nil || d.Web == nil || d.Supervisor == nil || cfg.SiteURL == nil {
+		return nil, errors.New("reconcile: Source, Releases, Web, Supervisor and SiteURL are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -323,7 +323,7 @@ func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys
 		}
 		out.Applied = true
 		n.setStep(ctx, StepIdle, "", nil)
-		n.prune()
+		n.prune(ctx)
 		return out, nil
 	}
 
@@ -414,7 +414,7 @@ func (n *Node) checks(sp *spec.Spec) []health.Check {
 	for _, site := range sp.Sites {
 		host := strings.Replace(site.ServerNames[0], "*", "health-check", 1)
 		cs = append(cs, health.Check{
-			Name: "site " + site.Name, URL: strings.TrimSuffix(n.cfg.SiteURL, "/") + site.Health.Path, Host: host,
+			Name: "site " + site.Name, URL: strings.TrimSuffix(n.cfg.SiteURL(sp), "/") + site.Health.Path, Host: host,
 			Status: site.Health.Status, Successes: 1, Interval: 500 * time.Millisecond,
 		})
 	}
@@ -491,8 +491,8 @@ func (n *Node) undrainAndClear(ctx context.Context, e *entry) error {
 	return n.journal.clear()
 }
 
-func (n *Node) prune() {
-	if err := n.d.Releases.Prune(n.cfg.KeepReleases); err != nil {
+func (n *Node) prune(ctx context.Context) {
+	if err := n.d.Releases.Prune(ctx, n.cfg.KeepReleases); err != nil {
 		n.log.Warn("prune releases", "err", err)
 	}
 }

@@ -39,7 +39,7 @@ type Releases interface {
 	// SpecOf returns the drover.yaml bytes a release was prepared with.
 	SpecOf(rev string) ([]byte, error)
 	// Prune removes old releases, keeping the newest keep.
-	Prune(keep int) error
+	Prune(ctx context.Context, keep int) error
 }
 
 // WebServer is nginx, seen from the rollout.

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/spec"
+)
+
+func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent", stderr)
+	config := fs.String("config", spec.DefaultNodeFile, "node config file")
+	once := fs.Bool("once", false, "recover, sync once and exit (exit 1 if the sync failed)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: drover agent [--config node.yaml] [--once]\n\nRuns the node agent: finishes or undoes a change an earlier agent left in\nflight, then polls the repo and rolls out each new revision. SIGUSR1 asks for\na sync now.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"unexpected arguments"}
+	}
+	n, err := openNode(*config, stderr)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	sup, err := n.newSupervisor()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := sup.Close(cctx); err != nil {
+			n.log.Warn("stop workers", "err", err)
+		}
+	}()
+	rn, err := n.reconciler(sup)
+	if err != nil {
+		return err
+	}
+	if *once {
+		if err := rn.Recover(ctx); err != nil {
+			return err
+		}
+		out, err := rn.Sync(ctx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case out.Applied:
+			fmt.Fprintf(stdout, "%s: live on %s (was %s)\n", n.cfg.Name, shortRev(out.To), shortRev(out.From))
+		default:
+			fmt.Fprintf(stdout, "%s: already on %s\n", n.cfg.Name, shortRev(out.To))
+		}
+		return nil
+	}
+
+	trigger := reconcile.NewTrigger()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				trigger.Poke()
+			}
+		}
+	}()
+	n.log.Info("agent started", "version", version, "repo", n.cfg.Repo.URL, "branch", n.cfg.Repo.Branch, "every", n.cfg.Repo.PollInterval.D())
+	err = rn.Run(ctx, n.cfg.Repo.PollInterval.D(), trigger)
+	if errors.Is(err, context.Canceled) {
+		n.log.Info("agent stopping")
+		return nil
+	}
+	return err
+}
