@@ -16,7 +16,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -125,16 +124,9 @@ func (r *Repo) fetchInto(ctx context.Context, st *filesystem.Storage, h plumbing
 			err = cerr
 		}
 	}()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return &remoteError{fmt.Errorf("repository is empty: %w %q", ErrBranchNotFound, r.cfg.Branch)}
-	}
+	ar, tip, err := r.branchTip(ctx, sess)
 	if err != nil {
 		return &remoteError{err}
-	}
-	tip, ok := ar.References[r.branchRef().String()]
-	if !ok {
-		return &remoteError{fmt.Errorf("%w: %q", ErrBranchNotFound, r.cfg.Branch)}
 	}
 	if tip != h && !ar.Capabilities.Supports(capability.AllowReachableSHA1InWant) {
 		return fmt.Errorf("%w: %s is at %s now", ErrBranchMoved, r.cfg.Branch, tip)

@@ -46,6 +46,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
@@ -298,19 +299,28 @@ func (r *Repo) Remote(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("ls-remote %s: %w", r.url, err)
 	}
 	defer sess.Close()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return "", fmt.Errorf("ls-remote %s: repository is empty: %w %q", r.url, ErrBranchNotFound, r.cfg.Branch)
-	}
+	_, h, err := r.branchTip(ctx, sess)
 	if err != nil {
 		return "", fmt.Errorf("ls-remote %s: %w", r.url, err)
 	}
-	h, ok := ar.References[r.branchRef().String()]
-	if !ok {
-		return "", fmt.Errorf("ls-remote %s: %w: %q", r.url, ErrBranchNotFound, r.cfg.Branch)
-	}
 	r.log.Debug("ls-remote", "rev", h.String(), "took", time.Since(start))
 	return h.String(), nil
+}
+
+// branchTip reads the server's ref advertisement and finds the branch in it.
+func (r *Repo) branchTip(ctx context.Context, sess transport.UploadPackSession) (*packp.AdvRefs, plumbing.Hash, error) {
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return nil, plumbing.ZeroHash, fmt.Errorf("repository is empty: %w %q", ErrBranchNotFound, r.cfg.Branch)
+	}
+	if err != nil {
+		return nil, plumbing.ZeroHash, err
+	}
+	h, ok := ar.References[r.branchRef().String()]
+	if !ok {
+		return nil, plumbing.ZeroHash, fmt.Errorf("%w: %q", ErrBranchNotFound, r.cfg.Branch)
+	}
+	return ar, h, nil
 }
 
 // Commit describes rev, which must have been fetched.
