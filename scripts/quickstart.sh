@@ -19,12 +19,16 @@ if [ ! -d "$Q/repo/.git" ]; then
 fi
 bin/drover validate "$Q/repo"
 
-stop_nginx() {
+agent=""
+stop() {
+  # The agent stops its workers; nginx, which it started, is ours to stop.
+  if [ -n "$agent" ]; then kill -TERM "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true; fi
   if [ -s "$Q/nginx/nginx.pid" ]; then
     kill -QUIT "$(cat "$Q/nginx/nginx.pid")" 2>/dev/null || true
   fi
 }
-trap stop_nginx EXIT
+trap stop EXIT
+trap 'exit 130' INT TERM
 
 cat <<MSG
 
@@ -43,4 +47,6 @@ Change the example and watch it roll (the agent polls every 2 s):
 Ctrl-C stops the agent, its workers and nginx.
 
 MSG
-bin/drover agent --config examples/node.local.yaml
+bin/drover agent --config examples/node.local.yaml &
+agent=$!
+wait "$agent"

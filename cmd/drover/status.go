@@ -77,7 +77,6 @@ func cmdStatus(_ context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-
 func firstLine(s string) string {
 	for i, c := range s {
 		if c == '\n' {
