@@ -45,7 +45,9 @@ var providers = []provider{
 		headers: func(event, id string) http.Header {
 			return http.Header{"X-Github-Event": {event}, "X-Github-Delivery": {id}}
 		},
-		sign: func(h http.Header, key string, body []byte) { h.Set("X-Hub-Signature-256", "sha256="+hexMAC(key, body)) },
+		sign: func(h http.Header, key string, body []byte) {
+			h.Set("X-Hub-Signature-256", "sha256="+hexMAC(key, body))
+		},
 		push: func(b string) []byte {
 			return fmt.Appendf(nil, `{"ref":"refs/heads/%s","after":"0123abcd","repository":{"full_name":"acme/config"}}`, b)
 		},
