@@ -72,8 +72,9 @@ func NewExec(cfg ExecConfig) *Exec {
 	return &Exec{cfg: cfg, procs: map[string]*proc{}}
 }
 
-// Close stops every instance: SIGTERM, then SIGKILL after StopTimeout or
-// when ctx ends. It returns when all of them exited.
+// Close stops every instance: SIGTERM to its process group, then SIGKILL
+// after StopTimeout or when ctx ends. It returns when all of them exited. A
+// running Apply finishes first (cancel its context to hurry it).
 func (e *Exec) Close(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -51,9 +51,15 @@ const (
 
 // Systemd runs workers as systemd services: one template unit
 // drover-<worker>@.service whose instances are named by port, and a
-// drover-<worker>.target, enabled for boot, that wants them. It talks to
-// systemd over its private D-Bus socket and reconnects when the connection
-// drops. The services outlive the agent: Close only closes the connection.
+// drover-<worker>.target, enabled for boot, that wants them (instances are
+// named by port, not by index as DESIGN.md sketched: PORT=%i then needs no
+// wrapper, and a new port is a new instance). Unit files are written
+// atomically and only when changed, followed by one daemon-reload. What each
+// instance was last started with (unit, release, environment file) is
+// recorded in StateFile, so a restarted agent restarts only what changed.
+// It talks to systemd over its private D-Bus socket, reads every job's
+// result, and reconnects when the connection drops. The services outlive
+// the agent: Close only closes the connection.
 type Systemd struct {
 	cfg SystemdConfig
 

@@ -62,6 +62,7 @@ func TestSystemdUnitsOnNode(t *testing.T) {
 	w.bundle(t, "r1", "api", "v1")
 	w.switchTo(t, "r1")
 	api := testWorker("api", port, 2)
+	api.DataDirs = []string{"/var/lib/api-data"}
 	w.mustApply(t, api)
 
 	if out, _ := n.Systemctl(ctx, "is-enabled", TargetName("api")); out != "enabled" {
@@ -88,8 +89,15 @@ func TestSystemdUnitsOnNode(t *testing.T) {
 		}
 	}
 	in := mustInfo(t, port)
-	if uid, err := n.Run(ctx, "stat", "-c", "%u", "/proc/"+strconv.Itoa(in.PID)); err != nil || strings.TrimSpace(uid) == "0" || in.Env["USER"] != "drover-api" {
+	uid, err := n.Run(ctx, "stat", "-c", "%u", "/proc/"+strconv.Itoa(in.PID))
+	if err != nil || strings.TrimSpace(uid) == "0" || in.Env["USER"] != "drover-api" {
 		t.Errorf("the worker runs as uid %q (err %v), USER=%q; want the dynamic user drover-api", strings.TrimSpace(uid), err, in.Env["USER"])
+	}
+	// Its data dir under /var/lib is a StateDirectory: made by systemd and
+	// owned by the dynamic user.
+	owner, err := n.Run(ctx, "stat", "-L", "-c", "%u", "/var/lib/api-data")
+	if err != nil || strings.TrimSpace(owner) != strings.TrimSpace(uid) {
+		t.Errorf("/var/lib/api-data is owned by %q (err %v), want the worker's uid %q", strings.TrimSpace(owner), err, strings.TrimSpace(uid))
 	}
 	if j := n.Journal(unit, 20); !strings.Contains(j, "serving version v1") {
 		t.Errorf("the worker's output is not in the journal as %s:\n%s", unit, j)
@@ -117,7 +125,7 @@ func TestSystemdUnitsOnNode(t *testing.T) {
 }
 
 // TestSystemdReconnects drops the D-Bus connection (the proxy in the node is
-// restarted, closing it) between two Applies: the second must reconnect.
+// stopped, closing it) between two Applies: the second must reconnect.
 func TestSystemdReconnects(t *testing.T) {
 	w, n, sup := systemdWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -140,8 +148,18 @@ func TestSystemdReconnects(t *testing.T) {
 	}
 	w.switchTo(t, "r2")
 	w.mustApply(t, api)
-	if in := mustInfo(t, port); in.Version != "v2" {
+	in := mustInfo(t, port)
+	if in.Version != "v2" {
 		t.Fatalf("version %q after reconnecting", in.Version)
+	}
+
+	// A restarted agent (a new supervisor, same state file) leaves the
+	// up-to-date instance alone.
+	w.sup = NewSystemd(sup.cfg)
+	t.Cleanup(func() { _ = w.sup.Close(context.Background()) })
+	w.mustApply(t, api)
+	if again := mustInfo(t, port); again.PID != in.PID {
+		t.Fatalf("a new supervisor restarted an up-to-date instance (pid %d -> %d)", in.PID, again.PID)
 	}
 }
 

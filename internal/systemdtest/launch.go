@@ -137,8 +137,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.opts.NetNS != "" {
 		argv = append(argv, "nsenter", "--net="+n.opts.NetNS, "--")
 	}
-	argv = append(argv, "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
-		"--cgroup", "--propagation", "private", "/bin/sh", "-c", initScript, "init", n.Root(), filepath.Join(n.dir, "sock"))
+	argv = append(argv, "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup")
+	if n.opts.PrivateNetwork && n.opts.NetNS == "" {
+		argv = append(argv, "--net") // systemd brings lo up
+	}
+	argv = append(argv, "--propagation", "private", "/bin/sh", "-c", initScript, "init", n.Root(), filepath.Join(n.dir, "sock"))
 	console, err := os.OpenFile(filepath.Join(n.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

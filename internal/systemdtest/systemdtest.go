@@ -17,10 +17,11 @@
 //     it to drover's systemd client as its socket path.
 //   - Units the host has enabled (nginx, PostgreSQL, timers, gettys) do not
 //     start in a node; only Options.Enable and what tests start do.
-//   - Without Options.NetNS the node shares the host's network namespace:
-//     a service listening on 127.0.0.1:P in the node is reachable from the
-//     test on 127.0.0.1:P (use testsvc.FreePort). With NetNS the node joins
-//     that namespace (made by the caller, e.g. `ip netns add` + veth).
+//   - By default the node shares the host's network namespace: a service
+//     listening on 127.0.0.1:P in the node is reachable from the test on
+//     127.0.0.1:P (use testsvc.FreePort). Options.PrivateNetwork gives it a
+//     namespace of its own; Options.NetNS joins an existing one (made by the
+//     caller, e.g. `ip netns add` + veth, for a cluster of nodes).
 //   - Kill is "server lost" (SIGKILL of the node's PID 1 ends every process
 //     in it); Poweroff is a clean shutdown; Start boots the node again on the
 //     same disk (files written under Root() survive, /run and /tmp do not).
@@ -56,8 +57,13 @@ type Options struct {
 	// Name is the node's host name; default "node".
 	Name string
 	// NetNS is the path of a network namespace to run the node in (for
-	// example /run/netns/n1); empty shares the host's network.
+	// example /run/netns/n1, or /proc/PID/ns/net of another node).
 	NetNS string
+	// PrivateNetwork gives the node a fresh network namespace holding only
+	// its loopback (up); connect it with a veth moved into the namespace of
+	// PID() (`ip link set X netns PID`). Ignored when NetNS is set. Without
+	// either, the node shares the host's network.
+	PrivateNetwork bool
 	// Enable lists units started at boot (wanted by multi-user.target).
 	// A unit is looked up under the node's /etc/systemd/system first, then
 	// /lib/systemd/system.

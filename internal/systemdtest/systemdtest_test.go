@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -166,5 +167,38 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNodeNetworks boots a node with a private network and a second node
+// that joins it: they share a loopback the host cannot reach.
+func TestNodeNetworks(t *testing.T) {
+	a := Boot(t, Options{Name: "a", PrivateNetwork: true})
+	b := Boot(t, Options{Name: "b", NetNS: fmt.Sprintf("/proc/%d/ns/net", a.PID())})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	links, err := a.Run(ctx, "sh", "-c", "ls /sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Fields(links)[0] != "lo" || len(strings.Fields(links)) != 1 {
+		t.Errorf("a private network has interfaces %q, want only lo", links)
+	}
+	// A listener on a's loopback (a socket-activated echo, started by a's
+	// systemd) answers b, not the host.
+	a.WriteFile(t, "/etc/systemd/system/hello.socket", []byte("[Socket]\nListenStream=127.0.0.1:7777\nAccept=yes\n"), 0o644)
+	a.WriteFile(t, "/etc/systemd/system/hello@.service", []byte("[Service]\nExecStart=/bin/echo hello-from-a\nStandardOutput=socket\n"), 0o644)
+	if err := a.DaemonReload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.StartUnit(ctx, "hello.socket"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.Run(ctx, "/usr/bin/python3", "-c", "import socket; s=socket.create_connection(('127.0.0.1',7777)); print(s.recv(100).decode().strip())")
+	if err != nil || strings.TrimSpace(out) != "hello-from-a" {
+		t.Errorf("b reaching a's loopback: %q, %v", out, err)
+	}
+	if hostOut, err := exec.CommandContext(ctx, "/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1',7777), timeout=1)").CombinedOutput(); err == nil {
+		t.Errorf("the host reached the node's private loopback: %s", hostOut)
 	}
 }
