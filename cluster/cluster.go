@@ -74,36 +74,36 @@ import (
 type Config struct {
 	// Addrs is one Redis server, or several independent masters whose
 	// majority makes the lock (Redlock).
-	Addrs []string `json:"addrs,omitempty"`
+	Addrs []string
 	// SentinelAddrs and MasterName select a Sentinel-managed master instead.
-	SentinelAddrs []string `json:"sentinelAddrs,omitempty"`
-	MasterName    string   `json:"masterName,omitempty"`
-	Username      string   `json:"username,omitempty"`
+	SentinelAddrs []string
+	MasterName    string
+	Username      string
 	// PasswordFile holds the password (trailing newline ignored).
-	PasswordFile string `json:"passwordFile,omitempty"`
+	PasswordFile string
 	// SentinelPasswordFile holds the sentinels' password, if they have one.
-	SentinelPasswordFile string `json:"sentinelPasswordFile,omitempty"`
-	TLS                  bool   `json:"tls,omitempty"`
+	SentinelPasswordFile string
+	TLS                  bool
 	// CAFile is a PEM bundle that replaces the system roots for TLS.
-	CAFile string `json:"caFile,omitempty"`
-	DB     int    `json:"db,omitempty"`
+	CAFile string
+	DB     int
 	// Prefix starts every key; default "drover:".
-	Prefix string `json:"prefix,omitempty"`
+	Prefix string
 	// Cluster names the cluster in every key, so that clusters can share a
 	// Redis; default "default".
-	Cluster string `json:"cluster,omitempty"`
+	Cluster string
 
 	// LockExpiry is how long a lock outlives its holder's last extension
 	// (default 30 s): how soon a dead holder's slot frees.
-	LockExpiry time.Duration `json:"lockExpiry,omitempty"`
+	LockExpiry time.Duration
 	// HeartbeatTTL is how long a node stays alive after its last heartbeat
 	// (default 30 s).
-	HeartbeatTTL time.Duration `json:"heartbeatTTL,omitempty"`
+	HeartbeatTTL time.Duration
 	// PollMax bounds the jittered backoff between tries for the lock, for
 	// capacity and for re-subscribing (default 2 s).
-	PollMax time.Duration `json:"pollMax,omitempty"`
+	PollMax time.Duration
 	// MaxEvents caps the event stream, approximately (default 1000).
-	MaxEvents int64 `json:"maxEvents,omitempty"`
+	MaxEvents int64
 }
 
 // Defaults.

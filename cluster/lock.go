@@ -183,10 +183,12 @@ type lease struct {
 	holder    string // JSON Holder, also the token of holderKey
 	held      context.Context
 	cancel    context.CancelCauseFunc
-	stop      chan struct{}
-	done      chan struct{}
-	once      sync.Once
-	err       error
+	// stopped ends at release, also cutting an extension in flight.
+	stopped context.Context
+	stop    context.CancelFunc
+	done    chan struct{}
+	once    sync.Once
+	err     error
 }
 
 // hold records the holder, then keeps m extended until release.
@@ -196,15 +198,16 @@ func (c *Cluster) hold(ctx context.Context, m *redsync.Mutex, slot int, rev stri
 		c: c, m: m, slot: slot,
 		holderKey: c.key("lock", "holder", strconv.Itoa(slot)),
 		holder:    string(h),
-		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	l.held, l.cancel = context.WithCancelCause(ctx)
+	l.stopped, l.stop = context.WithCancel(context.Background())
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		_, _ = m.UnlockContext(context.WithoutCancel(ctx))
 		l.cancel(errReleased)
+		l.stop()
 		return nil, errors.New("cluster is closed")
 	}
 	c.leases[l] = struct{}{}
@@ -236,14 +239,14 @@ func (l *lease) keep() {
 	defer deadline.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-l.stopped.Done():
 			return
 		case <-deadline.C:
 			l.lose(errors.New("its validity ended before it could be extended"))
 			return
 		case <-next.C:
 		}
-		ctx, cancel := context.WithDeadline(context.Background(), l.m.Until())
+		ctx, cancel := context.WithDeadline(l.stopped, l.m.Until())
 		ok, err := l.m.ExtendContext(ctx)
 		if ok {
 			l.record(ctx)
@@ -251,6 +254,8 @@ func (l *lease) keep() {
 		cancel()
 		var taken *redsync.ErrTaken
 		switch {
+		case l.stopped.Err() != nil:
+			return
 		case ok:
 			deadline.Reset(time.Until(l.m.Until()))
 			next.Reset(expiry / 3)
@@ -273,7 +278,7 @@ func (l *lease) lose(why error) {
 // does anything.
 func (l *lease) release(ctx context.Context) error {
 	l.once.Do(func() {
-		close(l.stop)
+		l.stop()
 		<-l.done
 		l.cancel(errReleased)
 		ok, err := l.m.UnlockContext(ctx)

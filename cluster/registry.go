@@ -68,7 +68,7 @@ func (c *Cluster) Report(ctx context.Context, st reconcile.Status) error {
 		} else if st.Rev != "" {
 			msg = "live " + short(st.Rev)
 		}
-		err = errors.Join(err, c.Emit(ctx, Event{Time: st.Since, Node: st.Node, Rev: rev, Step: st.Step, Msg: msg, Err: st.Error}))
+		err = errors.Join(err, c.Emit(ctx, Event{Node: st.Node, Rev: rev, Step: st.Step, Msg: msg, Err: st.Error}))
 	}
 	if err != nil {
 		return fmt.Errorf("report status: %w", err)

@@ -156,6 +156,14 @@ func post(h http.Handler, hdr http.Header, body []byte) *httptest.ResponseRecord
 	return w
 }
 
+type deliveryCase struct {
+	name     string
+	hdr      http.Header
+	body     []byte
+	status   int
+	triggers int // syncs triggered so far
+}
+
 // Every provider: valid, forged, unsigned, tampered, wrong-branch,
 // oversized, duplicate and ping deliveries, with real signatures.
 func TestDeliveries(t *testing.T) {
@@ -177,13 +185,7 @@ func TestDeliveries(t *testing.T) {
 			huge := append(p.push("main"), bytes.Repeat([]byte(" "), 5000)...)
 			tampered := p.push("main")
 			tamperedHdr := delivery(p.pushEvent, secret, p.push("other"))
-			cases := []struct {
-				name     string
-				hdr      http.Header
-				body     []byte
-				status   int
-				triggers int // total so far
-			}{
+			cases := []deliveryCase{
 				{"forged", delivery(p.pushEvent, "guessed secret", good), good, http.StatusUnauthorized, 0},
 				{"unsigned", delivery(p.pushEvent, "", good), good, http.StatusUnauthorized, 0},
 				{"wrong branch", delivery(p.pushEvent, secret, p.push("feature/x")), p.push("feature/x"), http.StatusOK, 0},
@@ -193,23 +195,11 @@ func TestDeliveries(t *testing.T) {
 				{"another push", delivery(p.pushEvent, secret, good), good, http.StatusAccepted, 2},
 			}
 			if p.name != GitLab { // GitLab's token does not cover the body
-				cases = append(cases, struct {
-					name     string
-					hdr      http.Header
-					body     []byte
-					status   int
-					triggers int
-				}{"tampered body", tamperedHdr, tampered, http.StatusUnauthorized, 2})
+				cases = append(cases, deliveryCase{"tampered body", tamperedHdr, tampered, http.StatusUnauthorized, 2})
 			}
 			if p.pingEvent != "" {
 				ping := []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`)
-				cases = append(cases, struct {
-					name     string
-					hdr      http.Header
-					body     []byte
-					status   int
-					triggers int
-				}{"ping", delivery(p.pingEvent, secret, ping), ping, http.StatusOK, 2})
+				cases = append(cases, deliveryCase{"ping", delivery(p.pingEvent, secret, ping), ping, http.StatusOK, 2})
 			}
 			for _, tc := range cases {
 				w := post(h, tc.hdr, tc.body)
