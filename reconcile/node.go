@@ -128,21 +128,24 @@ func (n *Node) Status() Status {
 // setStep records and publishes the node's step. Publishing is best effort:
 // a registry outage must not stop a rollout that is already under way.
 func (n *Node) setStep(ctx context.Context, step Step, target string, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
 	n.mu.Lock()
-	if n.status.Step != step || n.status.Target != target {
+	changed := n.status.Step != step || n.status.Target != target || n.status.Error != msg
+	if changed {
 		n.status.Since = time.Now()
 	}
-	n.status.Step, n.status.Target = step, target
-	n.status.Error = ""
-	if err != nil {
-		n.status.Error = err.Error()
-	}
+	n.status.Step, n.status.Target, n.status.Error = step, target, msg
 	if rev, cerr := n.d.Releases.Current(); cerr == nil {
 		n.status.Rev = rev
 	}
 	st := n.status
 	n.mu.Unlock()
-	n.log.Info("step", "step", step, "rev", short(target), "live", short(st.Rev), "err", st.Error)
+	if changed {
+		n.log.Info("step", "step", step, "rev", short(target), "live", short(st.Rev), "err", st.Error)
+	}
 	if rerr := n.d.Registry.Report(ctx, st); rerr != nil {
 		n.log.Warn("report status", "err", rerr)
 	}
@@ -501,8 +504,11 @@ func (n *Node) prune(ctx context.Context) {
 // stopped, so that the node is on one release before anything else runs.
 func (n *Node) Recover(ctx context.Context) error {
 	e, err := n.journal.read()
-	if err != nil || e == nil {
+	if err != nil {
 		return err
+	}
+	if e == nil {
+		return n.ensureLive(ctx)
 	}
 	cur, _ := n.d.Releases.Current()
 	n.log.Warn("the previous agent stopped mid-change; recovering", "step", e.Step, "from", short(e.From), "to", short(e.To), "live", short(cur))
@@ -543,6 +549,41 @@ func (n *Node) Recover(ctx context.Context) error {
 		n.setStep(ctx, StepIdle, "", nil)
 		return nil
 	}
+}
+
+// ensureLive makes the live release's workers and nginx config run as they
+// should after an agent (re)start: workers supervised by the agent itself
+// died with the previous agent, and nginx may not have been started yet. Both
+// steps are idempotent: what already runs as specified is left alone.
+func (n *Node) ensureLive(ctx context.Context) error {
+	cur, err := n.d.Releases.Current()
+	if err != nil || cur == "" {
+		return err
+	}
+	data, err := n.d.Releases.SpecOf(cur)
+	if err != nil {
+		return err
+	}
+	sp, err := spec.Parse(specPath(n.cfg.RepoDir), data)
+	if err != nil {
+		return fmt.Errorf("spec of live release %s: %w", short(cur), err)
+	}
+	if err := n.d.Supervisor.Apply(ctx, sp.Workers, n.cfg.LiveDir); err != nil {
+		n.markHealthy(false)
+		n.setStep(ctx, StepFailed, cur, err)
+		return fmt.Errorf("workers of live release %s: %w", short(cur), err)
+	}
+	if err := n.d.Web.Apply(ctx, sp); err != nil {
+		n.markHealthy(false)
+		n.setStep(ctx, StepFailed, cur, err)
+		return fmt.Errorf("nginx of live release %s: %w", short(cur), err)
+	}
+	if err := n.verify(ctx, sp); err != nil {
+		n.setStep(ctx, StepFailed, cur, err)
+		return fmt.Errorf("live release %s: %w", short(cur), err)
+	}
+	n.setStep(ctx, StepIdle, "", nil)
+	return nil
 }
 
 func short(rev string) string {
