@@ -1,6 +1,7 @@
 package artifacts
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -49,6 +50,19 @@ func BenchmarkMaterialize(b *testing.B) {
 		total += int64(size)
 		writeRandom(b, p, size, uint64(i))
 	}
+	// The first revision was checked out an hour ago: without that, rsync's
+	// quick check (size and mtime to the second) takes some changed files
+	// of the same size for unchanged ones and links stale content.
+	hourAgo := time.Now().Add(-time.Hour)
+	err := filepath.WalkDir(repo1, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			err = os.Chtimes(p, hourAgo, hourAgo)
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	run(b, "cp", "-al", repo1, repo2)
 	for i := 0; i < files; i += changeEvery {
 		p := filepath.Join(repo2, site, fmt.Sprintf("d%02d/f%04d.bin", i/perDir, i))
@@ -61,10 +75,11 @@ func BenchmarkMaterialize(b *testing.B) {
 	}
 
 	var opts Options
+	var s *Store
 	if testing.Verbose() {
 		opts.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	s, err := Open(filepath.Join(root, "state"), opts)
+	s, err = Open(filepath.Join(root, "state"), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -132,6 +147,15 @@ func BenchmarkMaterialize(b *testing.B) {
 		n++
 		b.StartTimer()
 	}
+	b.StopTimer()
+	for _, dir := range []string{r1.SiteDir("blog"), r2.SiteDir("blog")} {
+		if bad := differing(b, filepath.Join(repo2, site), dir); bad > 0 {
+			b.Fatalf("%s: %d files differ from the repo", dir, bad)
+		}
+	}
+	if bad := differing(b, filepath.Join(repo2, site), rsyncDst); bad > 0 {
+		b.Fatalf("rsync: %d files differ from the repo", bad)
+	}
 	b.ReportMetric(hashed.Seconds()/float64(n), "drover-s/release")
 	b.ReportMetric(cid.Seconds()/float64(n), "drover-contentid-s/release")
 	b.ReportMetric(rs.Seconds()/float64(n), "rsync-s/op")
@@ -183,4 +207,28 @@ func uniqueMB(b *testing.B, dir string) float64 {
 		b.Fatal(err)
 	}
 	return float64(blocks*512) / 1e6
+}
+
+// differing counts the files under want whose content differs in got.
+func differing(b *testing.B, want, got string) int {
+	bad := 0
+	err := filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		a, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		c, err := os.ReadFile(filepath.Join(got, rel))
+		if err != nil || !bytes.Equal(a, c) {
+			bad++
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bad
 }
