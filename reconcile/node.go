@@ -168,9 +168,15 @@ func (n *Node) Sync(ctx context.Context) (Outcome, error) {
 	rev, err := n.d.Source.Remote(ctx)
 	n.mu.Lock()
 	n.status.Seen = time.Now()
+	step := n.status.Step
 	n.mu.Unlock()
 	if err != nil {
-		return Outcome{}, fmt.Errorf("poll repo: %w", err)
+		err = fmt.Errorf("poll repo: %w", err)
+		if step == StepIdle {
+			// Say why the node is not moving; it keeps serving meanwhile.
+			n.setStep(ctx, StepIdle, "", err)
+		}
+		return Outcome{}, err
 	}
 	return n.SyncTo(ctx, rev)
 }
@@ -183,6 +189,9 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	}
 	out := Outcome{From: cur, To: rev}
 	if rev == cur {
+		if st := n.Status(); st.Step == StepIdle && st.Error != "" {
+			n.setStep(ctx, StepIdle, "", nil) // the repo is reachable again
+		}
 		return out, nil
 	}
 	if reason, halted, err := n.d.Registry.Halted(ctx, rev); err != nil {

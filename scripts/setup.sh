@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the programs drover drives and its tests
 # start: nginx, git, redis-server, haproxy, PostgreSQL, systemd-container,
-# iproute2, socat, curl. Does nothing when all are present. Needs root (or
+# iproute2, socat, curl, openssl, Node.js. Does nothing when all are present. Needs root (or
 # sudo) only when something is missing.
 set -euo pipefail
 
@@ -17,6 +17,10 @@ have ip || need+=(iproute2)
 have socat || need+=(socat)
 have curl || need+=(curl)
 have openssl || need+=(openssl)
+have rsync || need+=(rsync)      # the reference in the release-store benchmark
+have pgbouncer || need+=(pgbouncer)  # the migration tests refuse transaction pooling through it
+# The example platform's workers and the tests' workers are Node.js programs.
+have node || need+=(nodejs)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

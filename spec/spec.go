@@ -84,8 +84,8 @@ type Worker struct {
 	// switches (e.g. yarn install --frozen-lockfile --production).
 	Install        []string `yaml:"install" json:"install,omitempty"`
 	InstallTimeout Duration `yaml:"installTimeout" json:"installTimeout,omitempty"`
-	// Exec is the argv of one instance; a relative argv[0] is resolved
-	// in the bundle directory.
+	// Exec is the argv of one instance. A bare argv[0] ("node") is looked
+	// up in PATH; one with a slash ("bin/server") is relative to the bundle.
 	Exec      []string          `yaml:"exec" json:"exec"`
 	Instances int               `yaml:"instances" json:"instances"`
 	Port      int               `yaml:"port" json:"port"`
