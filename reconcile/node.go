@@ -239,11 +239,22 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 }
 
 // badRevisionError is a failure caused by the revision's content (invalid
-// spec, path escape): it fails the same way on every node and every try.
+// spec, path escape, a failing migration): it fails the same way on every
+// node and every try, so the revision is halted instead of retried.
 type badRevisionError struct{ err error }
 
 func (e *badRevisionError) Error() string { return e.err.Error() }
 func (e *badRevisionError) Unwrap() error { return e.err }
+
+// BadRevision marks err as the revision's fault (for collaborators such as
+// the migrator): the rollout halts the revision instead of retrying it.
+func BadRevision(err error) error { return &badRevisionError{err} }
+
+// IsBadRevision reports whether err is the revision's fault.
+func IsBadRevision(err error) bool {
+	var bad *badRevisionError
+	return errors.As(err, &bad)
+}
 
 // prepare does the slow, risk-free work before the turn: fetch, parse and
 // check the spec, materialize the release, install worker dependencies and

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -29,7 +30,90 @@ type Node struct {
 	// when it is running, else exec.
 	Supervisor string  `yaml:"supervisor" json:"supervisor,omitempty"`
 	Systemd    Systemd `yaml:"systemd" json:"systemd"`
-	Log        Log     `yaml:"log" json:"log"`
+	// Cluster is how the nodes coordinate; absent for a single node.
+	Cluster *Cluster `yaml:"cluster" json:"cluster,omitempty"`
+	// Webhook receives pushes and wakes every node; absent: polling only.
+	Webhook *Webhook `yaml:"webhook" json:"webhook,omitempty"`
+	// LB is how this node leaves and re-joins the load balancer.
+	LB LB `yaml:"lb" json:"lb"`
+	// Database is where migrations run; absent: a spec with migrations is
+	// refused on this node.
+	Database *Database `yaml:"database" json:"database,omitempty"`
+	Log      Log       `yaml:"log" json:"log"`
+}
+
+// Cluster is the Redis the nodes coordinate through: one server, several
+// independent masters (Redlock), or Sentinel.
+type Cluster struct {
+	// Name separates clusters sharing one Redis (default "default").
+	Name string `yaml:"name" json:"name"`
+	// Redis lists one address, or several independent masters.
+	Redis         []string `yaml:"redis" json:"redis,omitempty"`
+	SentinelAddrs []string `yaml:"sentinels" json:"sentinels,omitempty"`
+	MasterName    string   `yaml:"masterName" json:"masterName,omitempty"`
+	Username      string   `yaml:"username" json:"username,omitempty"`
+	PasswordFile  string   `yaml:"passwordFile" json:"passwordFile,omitempty"`
+	// SentinelPasswordFile authenticates to the sentinels themselves.
+	SentinelPasswordFile string `yaml:"sentinelPasswordFile" json:"sentinelPasswordFile,omitempty"`
+	TLS                  bool   `yaml:"tls" json:"tls,omitempty"`
+	CAFile               string `yaml:"caFile" json:"caFile,omitempty"`
+	DB                   int    `yaml:"db" json:"db,omitempty"`
+	// LockExpiry is how long the rollout lock outlives a dead holder.
+	LockExpiry Duration `yaml:"lockExpiry" json:"lockExpiry"`
+	// HeartbeatTTL is how long a silent node still counts as in service.
+	HeartbeatTTL Duration `yaml:"heartbeatTTL" json:"heartbeatTTL"`
+}
+
+// Webhook is the push receiver. nginx routes Path on ServerName to Listen.
+type Webhook struct {
+	Listen     string `yaml:"listen" json:"listen"`
+	Path       string `yaml:"path" json:"path"`
+	ServerName string `yaml:"serverName" json:"serverName"`
+	SecretFile string `yaml:"secretFile" json:"secretFile"`
+	// Provider is github, gitlab, gitea, forgejo or bitbucket; empty
+	// accepts any of them by its headers.
+	Provider string `yaml:"provider" json:"provider,omitempty"`
+}
+
+// LB is the load balancer drain driver and its settings.
+type LB struct {
+	// Driver is none, healthcheck, haproxy or digitalocean.
+	Driver      string        `yaml:"driver" json:"driver"`
+	HealthCheck LBHealthCheck `yaml:"healthcheck" json:"healthcheck"`
+	HAProxy     LBHAProxy     `yaml:"haproxy" json:"haproxy"`
+	// DigitalOcean's waits follow the LB's own health-check settings.
+	DigitalOcean LBDigitalOcean `yaml:"digitalocean" json:"digitalocean"`
+}
+
+// LBHealthCheck is the LB's health-check settings, for any load balancer
+// that polls this node's health endpoint.
+type LBHealthCheck struct {
+	Interval           Duration `yaml:"interval" json:"interval"`
+	UnhealthyThreshold int      `yaml:"unhealthyThreshold" json:"unhealthyThreshold"`
+	HealthyThreshold   int      `yaml:"healthyThreshold" json:"healthyThreshold"`
+}
+
+// LBHAProxy names HAProxy's runtime API and this node's server in it.
+type LBHAProxy struct {
+	Socket  string `yaml:"socket" json:"socket,omitempty"`
+	Backend string `yaml:"backend" json:"backend,omitempty"`
+	Server  string `yaml:"server" json:"server,omitempty"`
+}
+
+// LBDigitalOcean is a DigitalOcean load balancer.
+type LBDigitalOcean struct {
+	LoadBalancerID string `yaml:"loadBalancerID" json:"loadBalancerID,omitempty"`
+	TokenFile      string `yaml:"tokenFile" json:"tokenFile,omitempty"`
+	// APIURL and MetadataURL override DigitalOcean's addresses (tests).
+	APIURL      string `yaml:"apiURL" json:"apiURL,omitempty"`
+	MetadataURL string `yaml:"metadataURL" json:"metadataURL,omitempty"`
+}
+
+// Database is the PostgreSQL that migrations run against. The DSN is a
+// secret, read from a file; it must reach PostgreSQL directly (not through
+// PgBouncer's transaction pooling).
+type Database struct {
+	DSNFile string `yaml:"dsnFile" json:"dsnFile"`
 }
 
 // Systemd says how to reach this node's systemd.
@@ -108,7 +192,11 @@ func defaultNode() Node {
 			User:    "www-data",
 		},
 		Systemd: Systemd{Socket: "/run/systemd/private", UnitsDir: "/etc/systemd/system"},
-		Log:     Log{Level: "info", Format: "text"},
+		LB: LB{
+			Driver:      "none",
+			HealthCheck: LBHealthCheck{Interval: Duration(10 * time.Second), UnhealthyThreshold: 3, HealthyThreshold: 2},
+		},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -127,6 +215,7 @@ func ParseNode(file string, data []byte, baseDir string) (*Node, error) {
 		}
 		n.Name = host
 	}
+	n.applyDefaults()
 	v := &validator{file: file, pos: pos}
 	v.node(&n)
 	if errs = mergeErrors(errs, v.errs); len(errs) > 0 {
@@ -149,6 +238,24 @@ func LoadNode(path string) (*Node, error) {
 	return ParseNode(path, data, filepath.Dir(abs))
 }
 
+// applyDefaults fills the optional sections that the file wrote.
+func (n *Node) applyDefaults() {
+	if c := n.Cluster; c != nil {
+		if c.Name == "" {
+			c.Name = "default"
+		}
+		if c.LockExpiry == 0 {
+			c.LockExpiry = Duration(30 * time.Second)
+		}
+		if c.HeartbeatTTL == 0 {
+			c.HeartbeatTTL = Duration(30 * time.Second)
+		}
+	}
+	if w := n.Webhook; w != nil && w.Path == "" {
+		w.Path = "/_drover/webhook"
+	}
+}
+
 func (n *Node) resolvePaths(base string) {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -164,6 +271,21 @@ func (n *Node) resolvePaths(base string) {
 	abs(&n.Nginx.PIDFile)
 	abs(&n.Systemd.Socket)
 	abs(&n.Systemd.UnitsDir)
+	if c := n.Cluster; c != nil {
+		abs(&c.PasswordFile)
+		abs(&c.SentinelPasswordFile)
+		abs(&c.CAFile)
+	}
+	if w := n.Webhook; w != nil {
+		abs(&w.SecretFile)
+	}
+	if len(n.LB.HAProxy.Socket) > 0 && !strings.Contains(n.LB.HAProxy.Socket, ":") {
+		abs(&n.LB.HAProxy.Socket)
+	}
+	abs(&n.LB.DigitalOcean.TokenFile)
+	if n.Database != nil {
+		abs(&n.Database.DSNFile)
+	}
 	if n.Nginx.TLS != nil {
 		abs(&n.Nginx.TLS.Certificate)
 		abs(&n.Nginx.TLS.Key)

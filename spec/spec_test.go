@@ -226,3 +226,31 @@ func TestExampleNodeParses(t *testing.T) {
 		t.Fatalf("decoded as %+v", n)
 	}
 }
+
+func TestNodeClusterSections(t *testing.T) {
+	good := `repo: {url: /srv/repo}
+cluster: {redis: [10.0.0.2:6379], passwordFile: redis.pw}
+webhook: {listen: 127.0.0.1:9095, serverName: deploy.example.com, secretFile: hook.secret}
+lb: {driver: haproxy, haproxy: {socket: /run/haproxy/admin.sock, backend: app, server: web1}}
+database: {dsnFile: db.dsn}
+`
+	n, err := ParseNode("node.yaml", []byte(good), "/etc/drover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Cluster.Name != "default" || n.Cluster.LockExpiry.D() != 30*time.Second || n.Cluster.PasswordFile != "/etc/drover/redis.pw" ||
+		n.Webhook.Path != "/_drover/webhook" || n.Database.DSNFile != "/etc/drover/db.dsn" {
+		t.Fatalf("decoded as %+v %+v %+v", n.Cluster, n.Webhook, n.Database)
+	}
+	bad := `repo: {url: /srv/repo}
+cluster: {redis: [a:1, b:2], sentinels: [c]}
+webhook: {listen: nowhere, provider: svn}
+lb: {driver: f5}
+`
+	_, err = ParseNode("node.yaml", []byte(bad), "/")
+	for _, w := range []string{"cluster.sentinels: give either redis or sentinels", "cluster.sentinels[0]", "webhook.listen", "webhook.secretFile: is required", "webhook.provider", "lb.driver"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}

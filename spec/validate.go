@@ -446,6 +446,12 @@ func (v *validator) node(n *Node) {
 	for i, inc := range ng.Includes {
 		v.check(fmt.Sprintf("nginx.includes[%d]", i), checkText(inc, nginxUnsafe+";{}"))
 	}
+	v.cluster(n.Cluster)
+	v.webhook(n.Webhook)
+	v.lb(&n.LB)
+	if n.Database != nil && n.Database.DSNFile == "" {
+		v.fail("database.dsnFile", "is required: a file holding the PostgreSQL URL")
+	}
 	switch n.Supervisor {
 	case "", "systemd", "exec":
 	default:
@@ -501,4 +507,90 @@ func checkRepoURL(s string) string {
 		}
 	}
 	return fmt.Sprintf("%q is not a repository URL (https://…, ssh://…, git@host:path, file:///path or ./path)", s)
+}
+
+func (v *validator) cluster(c *Cluster) {
+	if c == nil {
+		return
+	}
+	if !nameRE.MatchString(c.Name) {
+		v.fail("cluster.name", "%q must be lowercase letters, digits and dashes", c.Name)
+	}
+	switch {
+	case len(c.Redis) == 0 && len(c.SentinelAddrs) == 0:
+		v.fail("cluster.redis", "give the Redis address (or several independent masters), or sentinels with masterName")
+	case len(c.Redis) > 0 && len(c.SentinelAddrs) > 0:
+		v.fail("cluster.sentinels", "give either redis or sentinels, not both")
+	case len(c.SentinelAddrs) > 0 && c.MasterName == "":
+		v.fail("cluster.masterName", "is required with sentinels")
+	case len(c.Redis) == 2:
+		v.fail("cluster.redis", "2 independent masters cannot form a majority; give 1, or 3 or more")
+	}
+	for i, a := range append(append([]string{}, c.Redis...), c.SentinelAddrs...) {
+		field := fmt.Sprintf("cluster.redis[%d]", i)
+		if i >= len(c.Redis) {
+			field = fmt.Sprintf("cluster.sentinels[%d]", i-len(c.Redis))
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			v.fail(field, "%q is not host:port", a)
+		}
+	}
+	if c.LockExpiry.D() < 2*time.Second {
+		v.fail("cluster.lockExpiry", "%s is shorter than 2s", c.LockExpiry)
+	}
+	if c.HeartbeatTTL.D() < time.Second {
+		v.fail("cluster.heartbeatTTL", "%s is shorter than 1s", c.HeartbeatTTL)
+	}
+}
+
+func (v *validator) webhook(w *Webhook) {
+	if w == nil {
+		return
+	}
+	if _, _, err := net.SplitHostPort(w.Listen); err != nil {
+		v.fail("webhook.listen", "%q is not host:port (e.g. 127.0.0.1:9095)", w.Listen)
+	}
+	if !urlPathRE.MatchString(w.Path) {
+		v.fail("webhook.path", "%q is not a URL path", w.Path)
+	}
+	if w.ServerName != "" {
+		v.check("webhook.serverName", checkServerName(w.ServerName))
+	}
+	if w.SecretFile == "" {
+		v.fail("webhook.secretFile", "is required: a file holding the webhook secret")
+	}
+	switch w.Provider {
+	case "", "github", "gitlab", "gitea", "forgejo", "bitbucket":
+	default:
+		v.fail("webhook.provider", "%q is not github, gitlab, gitea, forgejo or bitbucket", w.Provider)
+	}
+}
+
+func (v *validator) lb(l *LB) {
+	switch l.Driver {
+	case "none":
+	case "healthcheck":
+		hc := l.HealthCheck
+		if hc.Interval.D() < 100*time.Millisecond {
+			v.fail("lb.healthcheck.interval", "%s is shorter than 100ms", hc.Interval)
+		}
+		if hc.UnhealthyThreshold < 1 || hc.HealthyThreshold < 1 {
+			v.fail("lb.healthcheck", "unhealthyThreshold and healthyThreshold must be at least 1")
+		}
+	case "haproxy":
+		for field, val := range map[string]string{"lb.haproxy.socket": l.HAProxy.Socket, "lb.haproxy.backend": l.HAProxy.Backend, "lb.haproxy.server": l.HAProxy.Server} {
+			if val == "" {
+				v.fail(field, "is required with driver haproxy")
+			}
+		}
+	case "digitalocean":
+		if l.DigitalOcean.LoadBalancerID == "" {
+			v.fail("lb.digitalocean.loadBalancerID", "is required with driver digitalocean")
+		}
+		if l.DigitalOcean.TokenFile == "" {
+			v.fail("lb.digitalocean.tokenFile", "is required: a file holding the API token")
+		}
+	default:
+		v.fail("lb.driver", "%q is not none, healthcheck, haproxy or digitalocean", l.Driver)
+	}
 }
