@@ -141,19 +141,39 @@ var ErrTransactionPooling = errors.New("the connection goes through a pooler in 
 	"could run twice; point drover's database URL at PostgreSQL itself, or at a pool with pool_mode=session")
 
 // Open connects to dsn with a dedicated connection and checks that the
-// connection is one PostgreSQL session (see ErrTransactionPooling):
+// connection is one PostgreSQL session (see ErrTransactionPooling).
 //
 // PostgreSQL tells a client its backend's process id (BackendKeyData) when it
 // connects; a pooler answers the startup itself with an id of its own. When
 // the id matches pg_backend_pid() nothing between can move the client to
 // another session (a TCP proxy passes the id through): accepted. Otherwise a
-// pooler is there, and it is accepted only if it pins the client: Open notes
-// its backend pid, opens a second connection and starts a transaction on it,
-// then asks for its own pid again. A transaction pooler hands the second
-// client the server connection the first just released (PgBouncer reuses the
-// most recent one), or gives the first another one (or none, within 2 s):
-// refused. The probe can be fooled by a busy transaction pool; the lock check
-// inside every migration's transaction cannot (see the package doc).
+// pooler is there, and Open probes whether it pins the client to one server
+// session, as session pooling does, with a second connection:
+//
+//  1. the probe starts a transaction and asks for its backend's pid: the
+//     server connection this client just used, idle in a transaction pool,
+//     is refused; a pooler that refuses the transaction block (statement
+//     pooling) is refused;
+//  2. this client asks again while the probe holds its server connection;
+//  3. the probe ends its transaction, which hands its server connection back
+//     to a transaction pool, and asks again;
+//  4. this client asks once more.
+//
+// Under session pooling every answer of each client is the same and the two
+// clients' differ; any other answer, or a client waiting for a server
+// connection after step 1 (a pinned client never waits), is refused.
+// PgBouncer, which hands out the most recently released server connection
+// first (server_round_robin=0, its default), fails step 1 every time; with
+// server_round_robin=1 it fails step 1, 2 or 3. If the probe itself gets no
+// server connection within 5 s (a session pool whose servers are all taken),
+// Open fails with an error saying so, since it cannot tell.
+//
+// This is a probe, and a transaction pool busy with other clients, which may
+// hand each of the two clients the same server connection every time by
+// chance, can fool it. The guarantee does not rest on it: every migration's
+// transaction checks that its own session holds the migration lock before it
+// records the migration (see the package doc), so behind an undetected
+// transaction pooler a migration fails instead of running twice.
 func Open(ctx context.Context, dsn string, cfg Config) (*Migrator, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -228,6 +248,9 @@ func backendPID(ctx context.Context, q interface {
 	return uint32(pid), err
 }
 
+// probeWait bounds how long Open's pooler probe waits for server connections.
+const probeWait = 5 * time.Second
+
 func (m *Migrator) checkSession(ctx context.Context, pc *pgx.ConnConfig) error {
 	pid, err := backendPID(ctx, m.conn)
 	if err != nil {
@@ -236,28 +259,71 @@ func (m *Migrator) checkSession(ctx context.Context, pc *pgx.ConnConfig) error {
 	if pid == m.conn.PgConn().PID() {
 		return nil
 	}
-	probe, err := pgx.ConnectConfig(ctx, pc)
+	pctx, cancel := context.WithTimeout(ctx, probeWait)
+	defer cancel()
+	// unpinned: an answer that shows a client moved between server sessions,
+	// or a wait for a server connection that a pinned client never does.
+	unpinned := func(step string, err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("probe the pooler: %w", ctx.Err())
+		case err == nil || pctx.Err() != nil:
+			return fmt.Errorf("%w (%s)", ErrTransactionPooling, step)
+		}
+		return fmt.Errorf("probe the pooler: %s: %w", step, err)
+	}
+	// The probe is expendable: when its wait ends it drops its socket at
+	// once instead of asking the server to cancel first.
+	ppc := pc.Copy()
+	ppc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	probe, err := pgx.ConnectConfig(pctx, ppc)
 	if err != nil {
 		return fmt.Errorf("second connection to probe the pooler: %w", err)
 	}
 	defer probe.Close(context.WithoutCancel(ctx))
-	tx, err := probe.Begin(ctx)
-	if err != nil {
+
+	// 1. The probe holds a server connection in a transaction.
+	tx, err := probe.Begin(pctx)
+	var probePID uint32
+	if err == nil {
+		probePID, err = backendPID(pctx, tx)
+	}
+	var pe *pgconn.PgError
+	switch {
+	case err == nil && probePID == pid:
+		return unpinned("a second client got this client's server session", nil)
+	case err == nil:
+	case ctx.Err() != nil:
+		return fmt.Errorf("probe the pooler: %w", ctx.Err())
+	case errors.As(err, &pe):
+		// PostgreSQL itself does not refuse BEGIN or SELECT pg_backend_pid().
+		return fmt.Errorf("%w (the pooler refused a transaction: %v)", ErrTransactionPooling, err)
+	case pctx.Err() != nil:
+		return fmt.Errorf("probe the pooler: it gave a second client no server connection within %v "+
+			"(a session pool with every server connection taken?), so whether it pins this client is unknown; "+
+			"point drover's database URL at PostgreSQL itself", probeWait)
+	default:
 		return fmt.Errorf("probe the pooler: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	probePID, err := backendPID(ctx, tx)
-	if err != nil {
-		return fmt.Errorf("probe the pooler: %w", err)
+
+	// 2. This client, while the probe holds its server connection.
+	if again, err := backendPID(pctx, m.conn); err != nil || again != pid {
+		return unpinned("this client moved to another server session while a second client was in a transaction", err)
 	}
-	if probePID == pid {
-		return ErrTransactionPooling
+	// 3. The probe's transaction ends: a transaction pool takes the
+	// server connection back, a session pool leaves it with the probe.
+	if err := tx.Commit(pctx); err != nil {
+		return unpinned("end the probe's transaction", err)
 	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	again, err := backendPID(wait, m.conn)
-	if err != nil || again != pid {
-		return ErrTransactionPooling
+	if again, err := backendPID(pctx, probe); err != nil || again != probePID {
+		return unpinned("a second client moved to another server session after its transaction", err)
+	}
+	// 4. This client once more.
+	if again, err := backendPID(pctx, m.conn); err != nil || again != pid {
+		return unpinned("this client moved to another server session", err)
 	}
 	m.log.Info("connection pooler keeps this client on one server session; accepted", "pid", pid)
 	return nil

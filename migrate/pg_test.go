@@ -38,6 +38,9 @@ func TestPostgres(t *testing.T) {
 		{"KilledMidNoTransactionBlocks", testKilledMidNoTransaction},
 		{"TransactionPoolerRefused", testTransactionPoolerRefused},
 		{"SessionPoolerAccepted", testSessionPoolerAccepted},
+		{"PgBouncerTransactionRefused", testPgBouncerTransactionRefused},
+		{"PgBouncerSessionAccepted", testPgBouncerSessionAccepted},
+		{"PgBouncerSessionPoolFull", testPgBouncerSessionPoolFull},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

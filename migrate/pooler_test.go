@@ -18,20 +18,28 @@ import (
 // owns a fixed set of server connections, and forwards the client's messages
 // to one of them. In transaction mode a client holds a server connection
 // only until the server reports it idle (ReadyForQuery 'I'), and the most
-// recently released one is handed out first (PgBouncer's default); in session
-// mode a client keeps its server connection until it leaves, which is then
-// reset (ROLLBACK, DISCARD ALL) as PgBouncer's server_reset_query does.
+// recently released one is handed out first (PgBouncer's default), or the
+// least recently released one (roundRobin, like server_round_robin = 1); in
+// session mode a client keeps its server connection until it leaves, which
+// is then reset (ROLLBACK, DISCARD ALL) as PgBouncer's server_reset_query
+// does.
+//
+// Like PgBouncer, which runs one event loop and releases a server connection
+// in the same step that flushes its ReadyForQuery to the client, the pooler
+// puts a server connection back before the client can see the end of its
+// transaction: no client can send anything that finds it still taken.
 type pooler struct {
-	addr    string
-	session bool
-	params  map[string]string
+	addr       string
+	session    bool
+	roundRobin bool
+	params     map[string]string
 	mu      sync.Mutex
 	idle    []*pgconn.HijackedConn
 	freed   *sync.Cond
 }
 
-func startPooler(t *testing.T, upstreamDSN string, size int, session bool) *pooler {
-	p := &pooler{session: session}
+func startPooler(t *testing.T, upstreamDSN string, size int, session, roundRobin bool) *pooler {
+	p := &pooler{session: session, roundRobin: roundRobin}
 	p.freed = sync.NewCond(&p.mu)
 	for range size {
 		c, err := pgconn.Connect(context.Background(), upstreamDSN)
@@ -70,6 +78,11 @@ func (p *pooler) acquire() *pgconn.HijackedConn {
 	for len(p.idle) == 0 {
 		p.freed.Wait()
 	}
+	if p.roundRobin {
+		s := p.idle[0]
+		p.idle = p.idle[1:]
+		return s
+	}
 	s := p.idle[len(p.idle)-1]
 	p.idle = p.idle[:len(p.idle)-1]
 	return s
@@ -82,7 +95,8 @@ func (p *pooler) release(s *pgconn.HijackedConn) {
 	p.freed.Signal()
 }
 
-// roundTrip forwards the server's answers to the client up to ReadyForQuery.
+// roundTrip queues the server's answers for the client up to ReadyForQuery;
+// the caller flushes them to the client.
 func roundTrip(s *pgconn.HijackedConn, client *pgproto3.Backend) (txStatus byte, err error) {
 	if err := s.Frontend.Flush(); err != nil {
 		return 0, err
@@ -96,9 +110,6 @@ func roundTrip(s *pgconn.HijackedConn, client *pgproto3.Backend) (txStatus byte,
 			client.Send(msg)
 		}
 		if r, ok := msg.(*pgproto3.ReadyForQuery); ok {
-			if client != nil {
-				return r.TxStatus, client.Flush()
-			}
 			return r.TxStatus, nil
 		}
 	}
@@ -162,22 +173,31 @@ func (p *pooler) serve(c net.Conn) {
 				p.release(s)
 				s = nil
 			}
+			if client.Flush() != nil {
+				return
+			}
 		}
 	}
 }
 
+// testTransactionPoolerRefused: Open refuses a transaction pool handing out
+// the most recently released server connection first (PgBouncer's default)
+// or the least recently released one, whatever its size. Each pooler is
+// deterministic, so each case fails the probe at the same step every time.
 func testTransactionPoolerRefused(t *testing.T, e *env) {
-	for _, size := range []int{1, 3} {
-		p := startPooler(t, e.dsn, size, false)
-		_, err := Open(e.ctx, "postgres://postgres@"+p.addr+"/ignored?sslmode=disable", Config{})
-		if !errors.Is(err, ErrTransactionPooling) {
-			t.Fatalf("pool of %d: Open = %v, want ErrTransactionPooling", size, err)
+	for _, roundRobin := range []bool{false, true} {
+		for _, size := range []int{1, 2, 3, 5} {
+			p := startPooler(t, e.dsn, size, false, roundRobin)
+			_, err := Open(e.ctx, "postgres://postgres@"+p.addr+"/ignored?sslmode=disable", Config{})
+			if !errors.Is(err, ErrTransactionPooling) {
+				t.Fatalf("pool of %d (round robin %v): Open = %v, want ErrTransactionPooling", size, roundRobin, err)
+			}
 		}
 	}
 }
 
 func testSessionPoolerAccepted(t *testing.T, e *env) {
-	p := startPooler(t, e.dsn, 3, true)
+	p := startPooler(t, e.dsn, 3, true, false)
 	dsn := "postgres://postgres@" + p.addr + "/ignored?sslmode=disable"
 	e.write("0001_a.sql", "CREATE TABLE a (id int);")
 	m, err := Open(e.ctx, dsn, Config{})
