@@ -33,9 +33,9 @@ type pooler struct {
 	session    bool
 	roundRobin bool
 	params     map[string]string
-	mu      sync.Mutex
-	idle    []*pgconn.HijackedConn
-	freed   *sync.Cond
+	mu         sync.Mutex
+	idle       []*pgconn.HijackedConn
+	freed      *sync.Cond
 }
 
 func startPooler(t *testing.T, upstreamDSN string, size int, session, roundRobin bool) *pooler {
