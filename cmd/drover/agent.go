@@ -79,6 +79,12 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}()
+	// Under systemd (Type=notify): STATUS= and WATCHDOG=1 from now on,
+	// STOPPING=1 when ctx ends. READY=1 precedes Run, whose first act is
+	// Recover (see notify.go).
+	sd := startNotifier(ctx, n.log, rn.Status, n.cfg.Repo.PollInterval.D())
+	defer sd.Stop()
+	sd.Ready()
 	n.log.Info("agent started", "version", version, "repo", n.cfg.Repo.URL, "branch", n.cfg.Repo.Branch, "every", n.cfg.Repo.PollInterval.D())
 	err = rn.Run(ctx, n.cfg.Repo.PollInterval.D(), trigger)
 	if errors.Is(err, context.Canceled) {
