@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/drover-dev/drover/migrate"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -15,7 +16,10 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("validate", stderr)
 	nodeFile := fs.String("node", "", "also validate this node.yaml")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover validate [--node node.yaml] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n\n")
+		fmt.Fprintf(stderr, "Usage: drover validate [--node node.yaml] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n"+
+			"Migrations are loaded too; a destructive statement (DROP TABLE, DROP COLUMN, RENAME, TRUNCATE,\n"+
+			"ALTER COLUMN TYPE) is reported as file:line: warning: why, which does not change the exit code:\n"+
+			"workers of the previous revision still run against the new schema during a rollout.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -33,6 +37,15 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	sp, err := validateDir(dir)
 	if err != nil {
 		problems = append(problems, err)
+	}
+	if sp != nil && sp.Migrations != nil {
+		warnings, err := lintMigrations(dir, sp)
+		if err != nil {
+			problems = append(problems, err)
+		}
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, w)
+		}
 	}
 	if *nodeFile != "" {
 		if _, err := spec.LoadNode(*nodeFile); err != nil {
@@ -72,4 +85,39 @@ func validateDir(dir string) (*spec.Spec, error) {
 		return nil, err
 	}
 	return sp, nil
+}
+
+// lintMigrations loads the migrations of dir and returns Lint's warnings as
+// "file:line: warning: why" lines; a file that does not load is an error
+// (one line per problem, each naming its file).
+func lintMigrations(dir string, sp *spec.Spec) ([]string, error) {
+	inDir := func(s string) string {
+		if filepath.Clean(dir) == "." {
+			return s
+		}
+		return filepath.Clean(dir) + string(filepath.Separator) + s
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	ms, err := migrate.Load(root.FS(), sp.Migrations.Dir)
+	if err != nil {
+		// Load joins one error per file under a "load migrations" prefix.
+		var joined interface{ Unwrap() []error }
+		if errors.As(err, &joined) {
+			var errs []error
+			for _, e := range joined.Unwrap() {
+				errs = append(errs, errors.New(inDir(e.Error())))
+			}
+			return nil, errors.Join(errs...)
+		}
+		return nil, err
+	}
+	var out []string
+	for _, w := range migrate.Lint(ms) {
+		out = append(out, fmt.Sprintf("%s:%d: warning: %s", inDir(w.File), w.Line, w.Message))
+	}
+	return out, nil
 }

@@ -1,0 +1,491 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover-dev/drover/gitsource"
+	"github.com/drover-dev/drover/migrate"
+	"github.com/drover-dev/drover/spec"
+)
+
+const migrateUsage = `Usage:
+  drover migrate status  [--config node.yaml] [--dir DIR] [-o text|json]
+  drover migrate up      [--config node.yaml] [--dir DIR]
+  drover migrate resolve [--config node.yaml] VERSION --retry|--done
+
+The database is node.yaml's (database.dsnFile). The migrations are those of
+the node's live revision, read from the config repo into STATE/git-cli; with
+--dir, those of DIR (a checkout of the directory holding drover.yaml).
+
+status   compares the migration files with the database's ledger: applied,
+         pending, mismatched (changed after they were applied), missing
+         (applied, file gone), failed (a no-transaction migration that failed
+         or was interrupted). Exit 0 when up would apply the pending ones (or
+         has nothing to do); exit 1 when up would refuse, each reason on
+         stderr: a mismatched file, a missing file older than another, a
+         pending file older than an applied one, a failed migration.
+up       applies the pending migrations now, as a rollout would: under the
+         database's migration lock (an agent migrating at the same moment
+         waits, then finds them applied). It does not take the cluster's
+         rollout lock: exactly once comes from the lock and the ledger, and
+         up drains and switches nothing. The workers still running are those
+         of the live revision, so the migrations must be backward compatible
+         (see docs/migrations.md). Exit 1 when a migration fails or up refuses.
+resolve  clears a failed or interrupted no-transaction migration after you
+         repaired the schema by hand (see docs/migrations.md):
+         --retry  you undid what it did (e.g. DROP INDEX CONCURRENTLY the
+                  INVALID index a failed CREATE INDEX CONCURRENTLY left):
+                  its ledger row is removed and the next run applies it again;
+         --done   you finished it by hand: it is recorded applied.
+         A halted revision stays halted: clear it, or push a new commit.
+
+Flags:
+`
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, migrateUsage)
+		return usageError{"missing subcommand: status, up or resolve"}
+	}
+	sub := args[0]
+	flags := newFlags("migrate "+sub, stderr)
+	config := flags.String("config", spec.DefaultNodeFile, "node config file")
+	dir := flags.String("dir", "", "read drover.yaml and the migrations from `DIR` instead of the live revision")
+	timeout := flags.Duration("timeout", 15*time.Minute, "give up after this long, waiting for the migration lock included")
+	var output *string
+	var retry, done *bool
+	switch sub {
+	case "status":
+		output = flags.String("o", "text", "output format: text or json")
+	case "up":
+	case "resolve":
+		retry = flags.Bool("retry", false, "the migration's partial effects were undone: run it again")
+		done = flags.Bool("done", false, "the migration was completed by hand: record it applied")
+	case "-h", "--help", "help":
+		fmt.Fprint(stderr, migrateUsage)
+		flags.PrintDefaults()
+		return flag.ErrHelp
+	default:
+		fmt.Fprint(stderr, migrateUsage)
+		return usageError{fmt.Sprintf("unknown subcommand %q: status, up or resolve", sub)}
+	}
+	flags.Usage = func() {
+		fmt.Fprint(stderr, migrateUsage)
+		flags.PrintDefaults()
+	}
+	pos, err := parseInterspersed(flags, args[1:])
+	if err != nil {
+		return err
+	}
+	if *timeout <= 0 {
+		return usageError{"--timeout must be positive"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	switch sub {
+	case "status":
+		if len(pos) > 0 {
+			return usageError{"status takes no arguments"}
+		}
+		if *output != "text" && *output != "json" {
+			return usageError{"-o must be text or json"}
+		}
+		return migrateStatus(ctx, *config, *dir, *output, stdout, stderr)
+	case "up":
+		if len(pos) > 0 {
+			return usageError{"up takes no arguments"}
+		}
+		return migrateUp(ctx, *config, *dir, stdout, stderr)
+	}
+	if len(pos) != 1 {
+		return usageError{"resolve takes one VERSION"}
+	}
+	version, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || version <= 0 {
+		return usageError{fmt.Sprintf("VERSION %q is not a migration's version (the number its file name starts with)", pos[0])}
+	}
+	if *retry == *done {
+		return usageError{"resolve needs one of --retry or --done"}
+	}
+	how := migrate.Retry
+	if *done {
+		how = migrate.Done
+	}
+	return migrateResolve(ctx, *config, *dir, version, how, stdout, stderr)
+}
+
+// parseInterspersed parses flags before, between and after the positional
+// arguments (`resolve 3 --retry`), which it returns.
+func parseInterspersed(flags *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(flags, args); err != nil {
+			return nil, err
+		}
+		if flags.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, flags.Arg(0))
+		args = flags.Args()[1:]
+	}
+}
+
+// migrationSet is the revision whose migrations a command works on.
+type migrationSet struct {
+	rev  string // recorded in the ledger
+	desc string // for people
+	sp   *spec.Spec
+	ms   []migrate.Migration
+}
+
+// cliNode names a manual run in the ledger's applied_by.
+func cliNode(node *spec.Node) string { return node.Name + "/cli" }
+
+// loadMigrationSet reads drover.yaml and the migrations of dir, or of the
+// node's live revision.
+func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slog.Logger) (*migrationSet, error) {
+	if dir != "" {
+		sp, ms, err := loadDirMigrations(dir)
+		if err != nil {
+			return nil, err
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		return &migrationSet{rev: "dir:" + abs, desc: abs, sp: sp, ms: ms}, nil
+	}
+	rev, err := liveRevision(node)
+	if err != nil {
+		return nil, err
+	}
+	// Its own store: the agent's (STATE/git) is the agent's alone.
+	repo, err := gitsource.Open(gitsource.Config{
+		URL:            node.Repo.URL,
+		Branch:         node.Repo.Branch,
+		Dir:            filepath.Join(node.StateDir, "git-cli"),
+		SSHKeyFile:     node.Repo.SSHKeyFile,
+		KnownHostsFile: node.Repo.KnownHostsFile,
+		TokenFile:      node.Repo.TokenFile,
+		TokenUser:      node.Repo.TokenUser,
+	}, log.With("part", "git"))
+	if err != nil {
+		return nil, err
+	}
+	defer repo.Close()
+	if err := repo.Fetch(ctx, rev); err != nil {
+		hint := "with --dir DIR, read a checkout of it instead"
+		if errors.Is(err, gitsource.ErrBranchMoved) {
+			hint = "the branch has moved past it and the server does not serve older commits by id " +
+				"(git's uploadpack.allowReachableSHA1InWant); give --dir DIR, a checkout of " + shortRev(rev)
+		}
+		return nil, fmt.Errorf("live revision %s: %w (%s)", shortRev(rev), err, hint)
+	}
+	tree, err := repo.Tree(ctx, rev, node.Repo.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("live revision %s: %w", shortRev(rev), err)
+	}
+	sp, err := readSpec(node.Repo.Dir, tree)
+	if err != nil {
+		return nil, err
+	}
+	if sp.Migrations == nil {
+		return nil, fmt.Errorf("the live revision %s has no migrations section in %s", shortRev(rev), spec.FileName)
+	}
+	ms, err := migrate.Load(tree, sp.Migrations.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return &migrationSet{rev: rev, desc: rev + " (live on " + node.Name + ")", sp: sp, ms: ms}, nil
+}
+
+// liveRevision reads STATE/current -> releases/<rev> without opening the
+// release store, whose lock a running agent holds.
+func liveRevision(node *spec.Node) (string, error) {
+	link := filepath.Join(node.StateDir, "current")
+	target, err := os.Readlink(link)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("node %s has no live release (%s is missing): give --dir DIR, a checkout of the config directory", node.Name, link)
+	}
+	if err != nil {
+		return "", err
+	}
+	rev, ok := strings.CutPrefix(target, "releases/")
+	if !ok || rev == "" || strings.Contains(rev, "/") {
+		return "", fmt.Errorf("%s points at %q, which is not a release", link, target)
+	}
+	return rev, nil
+}
+
+// loadDirMigrations reads dir/drover.yaml, checks it, and loads its
+// migrations.
+func loadDirMigrations(dir string) (*spec.Spec, []migrate.Migration, error) {
+	sp, err := validateDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sp.Migrations == nil {
+		return nil, nil, fmt.Errorf("%s has no migrations section", filepath.Join(dir, spec.FileName))
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	ms, err := migrate.Load(root.FS(), sp.Migrations.Dir)
+	if err != nil {
+		return sp, nil, err
+	}
+	return sp, ms, nil
+}
+
+// openForCLI loads node.yaml, the migrations (unless only the ledger is
+// needed) and connects.
+func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLevel slog.Level, stderr io.Writer) (*migrationSet, *migrate.Migrator, error) {
+	node, err := spec.LoadNode(config)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	set := &migrationSet{}
+	switch {
+	case needFiles:
+		if set, err = loadMigrationSet(ctx, node, dir, log); err != nil {
+			return nil, nil, err
+		}
+	case dir != "":
+		if abs, err := filepath.Abs(dir); err == nil {
+			set.rev = "dir:" + abs // only recorded
+		}
+	default:
+		set.rev, _ = liveRevision(node) // only recorded; none is fine
+	}
+	cfg := migrate.Config{Node: cliNode(node), Revision: set.rev, Log: log}
+	if set.sp != nil {
+		cfg = migrateConfig(cliNode(node), set.rev, set.sp, log)
+	}
+	db, err := openDatabase(ctx, node, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return set, db, nil
+}
+
+// ledgerRow is one ledger row in `migrate status -o json`.
+type ledgerRow struct {
+	Version    int64     `json:"version"`
+	File       string    `json:"file"`
+	State      string    `json:"state"`
+	Checksum   string    `json:"checksum"`
+	AppliedAt  time.Time `json:"appliedAt"`
+	AppliedBy  string    `json:"appliedBy"`
+	Revision   string    `json:"revision"`
+	DurationMS int64     `json:"durationMs"`
+	Error      string    `json:"error,omitempty"`
+	// FileChecksum is the file's, for a mismatched migration.
+	FileChecksum string `json:"fileChecksum,omitempty"`
+}
+
+// pendingFile is a migration not applied yet.
+type pendingFile struct {
+	Version int64  `json:"version"`
+	File    string `json:"file"`
+}
+
+// migrationsReport is `drover migrate status -o json`.
+type migrationsReport struct {
+	Revision   string        `json:"revision"`
+	Locked     bool          `json:"locked"`
+	Applied    []ledgerRow   `json:"applied"`
+	Pending    []pendingFile `json:"pending"`
+	Mismatched []ledgerRow   `json:"mismatched"`
+	// Missing are applied migrations without a file; Ahead tells those
+	// newer than every file (a rollback to an older revision: fine).
+	Missing []ledgerRow `json:"missing"`
+	Ahead   []int64     `json:"ahead"`
+	Failed  []ledgerRow `json:"failed"`
+	// Problems are why `migrate up` (and a rollout) would refuse to run;
+	// status exits 1 when there is any.
+	Problems []string `json:"problems"`
+}
+
+func row(r migrate.Record) ledgerRow {
+	return ledgerRow{Version: r.Version, File: r.File, State: r.State, Checksum: r.Checksum, AppliedAt: r.AppliedAt,
+		AppliedBy: r.Node, Revision: r.Revision, DurationMS: r.Duration.Milliseconds(), Error: r.Error}
+}
+
+// report turns a Status into the report, with the reasons Up would refuse
+// (the rules of migrate's plan, stated for people).
+func report(set *migrationSet, st migrate.Status) migrationsReport {
+	rep := migrationsReport{Revision: set.rev, Locked: st.Locked, Applied: []ledgerRow{}, Pending: []pendingFile{},
+		Mismatched: []ledgerRow{}, Missing: []ledgerRow{}, Ahead: []int64{}, Failed: []ledgerRow{}, Problems: []string{}}
+	var newestFile, newestApplied int64
+	for _, m := range set.ms {
+		newestFile = max(newestFile, m.Version)
+	}
+	for _, r := range st.Applied {
+		rep.Applied = append(rep.Applied, row(r))
+		newestApplied = max(newestApplied, r.Version)
+	}
+	for _, d := range st.Mismatched {
+		r := row(d.Record)
+		r.FileChecksum = d.Migration.Checksum
+		rep.Mismatched = append(rep.Mismatched, r)
+		newestApplied = max(newestApplied, r.Version)
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s changed after it was applied (on %s at %s): restore it and add a new migration",
+			d.Migration.File, r.AppliedBy, r.AppliedAt.UTC().Format(time.RFC3339)))
+	}
+	for _, r := range st.Missing {
+		rep.Missing = append(rep.Missing, row(r))
+		newestApplied = max(newestApplied, r.Version)
+		if r.Version > newestFile {
+			rep.Ahead = append(rep.Ahead, r.Version)
+			continue
+		}
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s was applied (on %s) but its file is gone while newer files exist: restore it",
+			r.File, r.Node))
+	}
+	for _, r := range st.Failed {
+		rep.Failed = append(rep.Failed, row(r))
+		newestApplied = max(newestApplied, r.Version)
+		switch {
+		case r.State == migrate.StateRunning && st.Locked:
+			// an up is running it right now
+		case r.State == migrate.StateRunning:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s was interrupted (started on %s at %s without a transaction): check the schema, "+
+				"finish or undo it by hand, then drover migrate resolve %d --done|--retry", r.File, r.Node, r.AppliedAt.UTC().Format(time.RFC3339), r.Version))
+		default:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s failed (on %s at %s): %s; repair the schema, then drover migrate resolve %d --retry|--done",
+				r.File, r.Node, r.AppliedAt.UTC().Format(time.RFC3339), r.Error, r.Version))
+		}
+	}
+	for _, m := range st.Pending {
+		rep.Pending = append(rep.Pending, pendingFile{Version: m.Version, File: path.Base(m.File)})
+	}
+	for _, m := range st.Pending {
+		if m.Version < newestApplied {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s is pending but older than applied version %d: renumber it above %d",
+				m.File, newestApplied, newestApplied))
+		}
+	}
+	return rep
+}
+
+func migrateStatus(ctx context.Context, config, dir, output string, stdout, stderr io.Writer) error {
+	set, db, err := openForCLI(ctx, config, dir, true, slog.LevelWarn, stderr)
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	st, err := db.Status(ctx, set.ms)
+	if err != nil {
+		return err
+	}
+	rep := report(set, st)
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(stdout, set, rep)
+	}
+	if len(rep.Problems) > 0 {
+		for _, p := range rep.Problems {
+			fmt.Fprintf(stderr, "drover migrate status: %s\n", p)
+		}
+		return exitError{exitFailure}
+	}
+	return nil
+}
+
+func printReport(w io.Writer, set *migrationSet, rep migrationsReport) {
+	fmt.Fprintf(w, "revision    %s\n", set.desc)
+	if rep.Locked {
+		fmt.Fprintf(w, "lock        held: migrations are running now\n")
+	}
+	when := func(r ledgerRow) string {
+		rev := r.Revision
+		if !strings.HasPrefix(rev, "dir:") {
+			rev = shortRev(rev)
+		}
+		return fmt.Sprintf("%s by %s, revision %s", r.AppliedAt.Local().Format(time.DateTime), r.AppliedBy, rev)
+	}
+	for _, r := range rep.Applied {
+		fmt.Fprintf(w, "applied     %-32s %s, %v\n", r.File, when(r), time.Duration(r.DurationMS)*time.Millisecond)
+	}
+	for _, r := range rep.Mismatched {
+		fmt.Fprintf(w, "mismatched  %-32s %s; changed since: ledger sha256 %.12s, file %.12s\n", r.File, when(r), r.Checksum, r.FileChecksum)
+	}
+	for _, r := range rep.Missing {
+		note := "its file is gone"
+		for _, v := range rep.Ahead {
+			if v == r.Version {
+				note = "newer than every file: a rollback to an older revision, fine"
+			}
+		}
+		fmt.Fprintf(w, "missing     %-32s %s; %s\n", r.File, when(r), note)
+	}
+	for _, r := range rep.Failed {
+		fmt.Fprintf(w, "%-11s %-32s %s: %s\n", r.State, r.File, when(r), firstLine(r.Error))
+	}
+	for _, p := range rep.Pending {
+		fmt.Fprintf(w, "pending     %s\n", p.File)
+	}
+	fmt.Fprintf(w, "%d applied, %d pending, %d mismatched, %d missing, %d failed\n",
+		len(rep.Applied), len(rep.Pending), len(rep.Mismatched), len(rep.Missing), len(rep.Failed))
+}
+
+func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer) error {
+	set, db, err := openForCLI(ctx, config, dir, true, slog.LevelInfo, stderr)
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	applied, err := db.Up(ctx, set.ms)
+	for _, m := range applied {
+		fmt.Fprintf(stdout, "applied  %s\n", m.File)
+	}
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.ms), set.desc)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.desc)
+	return nil
+}
+
+func migrateResolve(ctx context.Context, config, dir string, version int64, how migrate.Resolution, stdout, stderr io.Writer) error {
+	_, db, err := openForCLI(ctx, config, dir, false, slog.LevelWarn, stderr)
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	if err := db.Resolve(ctx, version, how); err != nil {
+		return err
+	}
+	switch how {
+	case migrate.Retry:
+		fmt.Fprintf(stdout, "version %d: its ledger row is removed; the next drover migrate up or rollout applies it again\n", version)
+	case migrate.Done:
+		fmt.Fprintf(stdout, "version %d: recorded applied (completed by hand); it will not run\n", version)
+	}
+	return nil
+}
