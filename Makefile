@@ -20,8 +20,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# Each benchmark with the iterations it needs; results go to docs/benchmarks.md.
 bench: setup
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+	@bash scripts/bench.sh
 
 clean:
 	rm -rf bin

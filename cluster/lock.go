@@ -34,18 +34,13 @@ type Holder struct {
 	Since time.Time `json:"since"`
 }
 
-// Acquire waits for the rollout lock (one slot: maxUnavailable 1) to
-// upgrade this node to rev; it satisfies reconcile.Lock.
-func (c *Cluster) Acquire(ctx context.Context, rev string) (context.Context, func(context.Context) error, error) {
-	return c.AcquireSlots(ctx, rev, 1)
-}
-
-// AcquireSlots waits until rollouts are not paused and one of slots rollout
-// slots is free, takes it and keeps it extended. The wait polls with
+// Acquire waits until rollouts are not paused and one of slots rollout
+// slots (rollout.maxUnavailable) is free, takes it and keeps it extended; it
+// satisfies reconcile.Lock. The wait polls with
 // jittered backoff and ends with ctx. The held context ends when the lock is
 // lost (cause ErrLockLost), when ctx ends, or at release. release stops the
 // extension and unlocks; it is idempotent.
-func (c *Cluster) AcquireSlots(ctx context.Context, rev string, slots int) (held context.Context, release func(context.Context) error, err error) {
+func (c *Cluster) Acquire(ctx context.Context, rev string, slots int) (held context.Context, release func(context.Context) error, err error) {
 	l, err := c.acquire(ctx, rev, slots)
 	if err != nil {
 		return nil, nil, err

@@ -47,7 +47,7 @@ func contend(t *testing.T, cfg Config, nodes, rounds, slots int) *occupancy {
 		wg.Go(func() {
 			for r := range rounds {
 				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-				held, release, err := c.AcquireSlots(ctx, fmt.Sprintf("rev-%d", r), slots)
+				held, release, err := c.Acquire(ctx, fmt.Sprintf("rev-%d", r), slots)
 				if err != nil {
 					cancel()
 					t.Errorf("%s: acquire: %v", c.Node(), err)
@@ -150,7 +150,7 @@ func TestLockFreedWhenHolderKilled(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	_, release, err := c.Acquire(ctx, "rev-next")
+	_, release, err := c.Acquire(ctx, "rev-next", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestLockLostWhenExtensionFails(t *testing.T) {
 		cfg := cfg
 		cfg.Cluster = "partition"
 		a, b := open(t, cfg, "a"), open(t, cfg, "b")
-		held, _, err := a.Acquire(t.Context(), "rev")
+		held, _, err := a.Acquire(t.Context(), "rev", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func TestLockLostWhenExtensionFails(t *testing.T) {
 		go func() {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			if _, release, err := b.Acquire(ctx, "rev"); err != nil {
+			if _, release, err := b.Acquire(ctx, "rev", 1); err != nil {
 				t.Error(err)
 				close(bTook)
 			} else {
@@ -219,7 +219,7 @@ func TestLockLostWhenExtensionFails(t *testing.T) {
 		cfg := cfg
 		cfg.Cluster = "stolen"
 		a := open(t, cfg, "a")
-		held, release, err := a.Acquire(t.Context(), "rev")
+		held, release, err := a.Acquire(t.Context(), "rev", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +251,7 @@ func TestLockWaitBoundedByContext(t *testing.T) {
 	r := testsvc.StartRedis(t)
 	cfg := Config{Addrs: []string{r.Addr}, LockExpiry: 5 * time.Second, PollMax: 100 * time.Millisecond}
 	a, b := open(t, cfg, "a"), open(t, cfg, "b")
-	_, release, err := a.Acquire(t.Context(), "0123456789abcdef")
+	_, release, err := a.Acquire(t.Context(), "0123456789abcdef", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestLockWaitBoundedByContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, _, err = b.Acquire(ctx, "rev")
+	_, _, err = b.Acquire(ctx, "rev", 1)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "held by a (rev 0123456789ab") {
 		t.Fatalf("err = %v, want a deadline error naming the holder", err)
 	}

@@ -49,7 +49,7 @@ func holdUntilKilled(addr string) {
 		fmt.Println("error:", err)
 		os.Exit(2)
 	}
-	if _, _, err := c.Acquire(ctx, "rev-doomed"); err != nil {
+	if _, _, err := c.Acquire(ctx, "rev-doomed", 1); err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
 	}

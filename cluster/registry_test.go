@@ -204,7 +204,7 @@ func TestPauseBlocksTheLock(t *testing.T) {
 		t.Fatalf("Paused = %q, %v, %v", reason, paused, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, _, err := node.Acquire(wctx, "rev")
+	_, _, err := node.Acquire(wctx, "rev", 1)
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "rollouts are paused: incident 42") {
 		t.Fatalf("Acquire while paused = %v", err)
@@ -212,7 +212,7 @@ func TestPauseBlocksTheLock(t *testing.T) {
 
 	got := make(chan error, 1)
 	go func() {
-		_, release, err := node.Acquire(ctx, "rev")
+		_, release, err := node.Acquire(ctx, "rev", 1)
 		if err == nil {
 			err = release(ctx)
 		}
@@ -287,7 +287,7 @@ func TestSnapshot(t *testing.T) {
 	if err := c.Report(ctx, status("a", reconcile.StepMigrating, "rev-new")); err != nil {
 		t.Fatal(err)
 	}
-	_, release, err := c.Acquire(ctx, "rev-new")
+	_, release, err := c.Acquire(ctx, "rev-new", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

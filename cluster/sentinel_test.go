@@ -67,7 +67,7 @@ func TestLockAcrossSentinelFailover(t *testing.T) {
 
 	var o occupancy
 	holder := open(t, cfg, "holder")
-	held, release, err := holder.Acquire(ctx, "rev")
+	held, release, err := holder.Acquire(ctx, "rev", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestLockAcrossSentinelFailover(t *testing.T) {
 				default:
 				}
 				actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				h, rel, err := c.Acquire(actx, "rev")
+				h, rel, err := c.Acquire(actx, "rev", 1)
 				cancel()
 				if err != nil {
 					continue

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -188,6 +189,9 @@ func (r *renderer) httpSettings() {
 	} else {
 		r.line("access_log off;")
 	}
+	if p.HealthAccessLog != "" {
+		r.line("log_format drover_health %s;", quote(lbdrain.HealthLogFormat))
+	}
 	r.line("gzip on;")
 	r.line("gzip_vary on;")
 	r.line("gzip_types text/css text/plain text/xml application/javascript application/json application/xml image/svg+xml;")
@@ -266,6 +270,9 @@ func (r *renderer) healthServer() {
 	r.line("")
 	r.open("location = %s", r.q("nginx.healthPath", p.Spec.Nginx.HealthPath))
 	r.line("default_type text/plain;")
+	if p.HealthAccessLog != "" {
+		r.line("access_log %s drover_health;", quote(r.checkAbs("healthAccessLog", p.HealthAccessLog)))
+	}
 	r.open("if (-f %s)", quote(path.Join(dir, "drain")))
 	r.line(`return 503 "draining\n";`)
 	r.close()

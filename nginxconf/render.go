@@ -44,7 +44,11 @@ type Params struct {
 	Includes []string
 	// StatusListen is a loopback host:port serving stub_status at
 	// /nginx_status, to count in-flight requests during a drain; "" = none.
-	StatusListen string
+	// HealthAccessLog is where the health location logs each LB check in
+	// lbdrain.HealthLogFormat, so the drain drivers can see the LB's checks
+	// reach this node; "" logs nothing.
+	HealthAccessLog string
+	StatusListen    string
 	// Webhook routes the push webhook to the agent; nil = none.
 	Webhook *Webhook
 }

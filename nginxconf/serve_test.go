@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -285,5 +286,33 @@ func TestTestCarriesNginxMessage(t *testing.T) {
 	err := n.Test(context.Background(), conf)
 	if err == nil || !strings.Contains(err.Error(), "[emerg]") || !strings.Contains(err.Error(), conf) {
 		t.Fatalf("Test of a broken file: %v", err)
+	}
+}
+
+// TestHealthAccessLog checks the convention shared with lbdrain: each LB
+// check is logged as "$msec $status $remote_addr", which the drain drivers
+// read to see the LB's checks reach the node.
+func TestHealthAccessLog(t *testing.T) {
+	var logFile string
+	w := newWorld(t, appYAML, true, func(p *Params) {
+		logFile = filepath.Join(p.HealthDir, "..", "health.log")
+		p.HealthAccessLog = filepath.Clean(logFile)
+	})
+	writeFile(t, filepath.Join(w.p.HealthDir, "up"), "ok\n")
+	for range 2 {
+		resp, err := http.Get(w.healthURL("/healthz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	data, err := os.ReadFile(filepath.Clean(logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	re := regexp.MustCompile(`^[0-9]+\.[0-9]{3} 200 127\.0\.0\.1$`)
+	if len(lines) != 2 || !re.MatchString(lines[0]) || !re.MatchString(lines[1]) {
+		t.Fatalf("health log %q does not follow lbdrain.HealthLogFormat", data)
 	}
 }

@@ -20,14 +20,18 @@ import (
 
 type localLock struct{}
 
-func (localLock) Acquire(ctx context.Context, _ string) (context.Context, func(context.Context) error, error) {
+func (localLock) Acquire(ctx context.Context, _ string, _ int) (context.Context, func(context.Context) error, error) {
 	return ctx, func(context.Context) error { return nil }, nil
 }
 
+type noCapacityLimit struct{}
+
+func (noCapacityLimit) WaitCapacity(context.Context, int, func(string)) error { return nil }
+
 type noDrain struct{}
 
-func (noDrain) Drain(context.Context) error   { return nil }
-func (noDrain) Undrain(context.Context) error { return nil }
+func (noDrain) Drain(context.Context, time.Duration) error { return nil }
+func (noDrain) Undrain(context.Context) error              { return nil }
 
 type noMigrations struct{}
 

@@ -31,10 +31,25 @@ func (t *Trigger) C() <-chan struct{} { return t.c }
 // logged and retried at the next tick; Run returns only ctx's error or a
 // recovery failure that leaves the node in an unknown state.
 func (n *Node) Run(ctx context.Context, every time.Duration, trigger *Trigger) error {
+	n.Register(ctx)
 	if err := n.Recover(ctx); err != nil {
 		n.log.Error("recovery failed; the node stays out of rotation", "err", err)
 		// Keep polling: a newer good revision is the way out.
 	}
+	return n.Loop(ctx, every, trigger)
+}
+
+// Register reports the node's status at once, so the cluster counts this
+// node even while it is up to date and silent.
+func (n *Node) Register(ctx context.Context) {
+	if err := n.d.Registry.Report(ctx, n.Status()); err != nil {
+		n.log.Warn("report status", "err", err)
+	}
+}
+
+// Loop is Run after recovery: it syncs at once, at every poll interval and
+// whenever trigger is poked, until ctx ends.
+func (n *Node) Loop(ctx context.Context, every time.Duration, trigger *Trigger) error {
 	if trigger == nil {
 		trigger = NewTrigger()
 	}

@@ -51,6 +51,7 @@ type Deps struct {
 	Drainer    Drainer
 	Migrator   Migrator
 	Registry   Registry
+	Capacity   Capacity
 }
 
 // Node runs the rollout of new revisions on this node. Its methods must not
@@ -99,6 +100,9 @@ func New(cfg Config, d Deps) (*Node, error) {
 	}
 	if d.Migrator == nil {
 		d.Migrator = noMigrations{}
+	}
+	if d.Capacity == nil {
+		d.Capacity = noCapacityLimit{}
 	}
 	if d.Registry == nil {
 		d.Registry = &FileRegistry{Dir: cfg.StateDir}
@@ -218,11 +222,17 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	}
 	delete(n.retry, rev)
 
+	// Waiting for the turn is bounded by the progress deadline, so a
+	// cluster that cannot make progress (a dead node holding capacity)
+	// shows up as an error instead of a node waiting forever.
 	n.setStep(ctx, StepWaiting, rev, nil)
-	lockCtx, release, err := n.d.Lock.Acquire(ctx, rev)
+	turnCtx, cancelTurn := context.WithTimeout(ctx, sp.Rollout.ProgressDeadline.D())
+	defer cancelTurn()
+	lockCtx, release, err := n.d.Lock.Acquire(turnCtx, rev, sp.Rollout.MaxUnavailable)
 	if err != nil {
+		err = fmt.Errorf("rollout lock: %w", err)
 		n.setStep(ctx, StepIdle, "", err)
-		return out, fmt.Errorf("rollout lock: %w", err)
+		return out, err
 	}
 	defer func() {
 		// Release with a fresh context: the lock must be handed on even
@@ -233,7 +243,15 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 			n.log.Warn("release rollout lock", "err", err)
 		}
 	}()
-	out2, err := n.rollout(lockCtx, cur, rev, sp, fsys)
+	// Another node may have failed rev while this one waited.
+	if reason, halted, err := n.d.Registry.Halted(lockCtx, rev); err != nil {
+		n.setStep(ctx, StepIdle, "", err)
+		return out, fmt.Errorf("check halted revisions: %w", err)
+	} else if halted {
+		n.setStep(ctx, StepIdle, "", fmt.Errorf("revision %s is halted: %s", short(rev), reason))
+		return out, fmt.Errorf("%w: %s: %s", ErrHalted, short(rev), reason)
+	}
+	out2, err := n.rollout(ctx, lockCtx, turnCtx, cur, rev, sp, fsys)
 	out.Applied, out.RolledBack = out2.Applied, out2.RolledBack
 	return out, err
 }
@@ -313,14 +331,33 @@ func (n *Node) halt(ctx context.Context, rev string, cause error) {
 	n.setStep(ctx, StepFailed, rev, cause)
 }
 
-// rollout runs the node's turn while it holds the lock: migrations, drain,
-// switch, verify, and undrain, or roll back.
-func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys fs.FS) (Outcome, error) {
+// rollout runs the node's turn while it holds the lock: migrations, the
+// capacity check, drain, switch, verify, and undrain, or roll back. ctx is
+// the agent's; lockCtx ends when the lock is lost; turnCtx bounds the waits.
+func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, sp *spec.Spec, fsys fs.FS) (Outcome, error) {
 	out := Outcome{From: from, To: to}
 	n.setStep(ctx, StepMigrating, to, nil)
-	if err := n.d.Migrator.Migrate(ctx, to, sp, fsys); err != nil {
+	if err := n.d.Migrator.Migrate(lockCtx, to, sp, fsys); err != nil {
 		err = fmt.Errorf("migrations of %s: %w", short(to), err)
-		n.halt(ctx, to, err)
+		if IsBadRevision(err) {
+			n.halt(ctx, to, err)
+		} else {
+			n.backoff(to)
+			n.setStep(ctx, StepIdle, "", err)
+		}
+		return out, err
+	}
+
+	// Capacity (invariant 1): drain only if, counting this node, no more
+	// than maxUnavailable nodes are out of service.
+	waitCtx, cancel := mergeCancel(lockCtx, turnCtx)
+	err := n.d.Capacity.WaitCapacity(waitCtx, sp.Rollout.MaxUnavailable, func(reason string) {
+		n.setStep(ctx, StepWaiting, to, fmt.Errorf("waiting for capacity: %s", reason))
+	})
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("capacity: %w", err)
+		n.setStep(ctx, StepIdle, "", err)
 		return out, err
 	}
 
@@ -329,7 +366,7 @@ func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys
 		return out, err
 	}
 	n.setStep(ctx, StepDraining, to, nil)
-	if err := n.d.Drainer.Drain(ctx); err != nil {
+	if err := n.d.Drainer.Drain(lockCtx, sp.Rollout.DrainTimeout.D()); err != nil {
 		// Still on the old release: put it back in rotation and stop.
 		err = fmt.Errorf("drain: %w", err)
 		n.undrainAndClear(ctx, e)
@@ -337,8 +374,8 @@ func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys
 		return out, err
 	}
 
-	err := n.switchAndVerify(ctx, e, to, sp)
-	if err == nil {
+	err = n.switchAndVerify(lockCtx, e, to, sp)
+	if err == nil && lockCtx.Err() == nil {
 		n.setStep(ctx, StepUndraining, to, nil)
 		if uerr := n.undrainAndClear(ctx, e); uerr != nil {
 			n.setStep(ctx, StepFailed, to, uerr)
@@ -348,6 +385,23 @@ func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys
 		n.setStep(ctx, StepIdle, "", nil)
 		n.prune(ctx)
 		return out, nil
+	}
+	switch {
+	case ctx.Err() != nil:
+		// The agent is stopping: leave the journal; the next agent puts
+		// the node back on one release before it does anything else.
+		return out, fmt.Errorf("stopped mid-change (the next agent recovers): %w", ctx.Err())
+	case lockCtx.Err() != nil:
+		// The lock was lost: this is not the revision's fault. Go back to
+		// the previous release (never go on unlocked) and try again later.
+		lerr := fmt.Errorf("rollout lock lost during %s: %w", e.Step, context.Cause(lockCtx))
+		if rerr := n.restore(ctx, e); rerr != nil {
+			n.setStep(ctx, StepFailed, to, fmt.Errorf("%v; rollback to %s failed: %w", lerr, short(from), rerr))
+			return out, errors.Join(lerr, rerr)
+		}
+		out.RolledBack = true
+		n.setStep(ctx, StepIdle, "", lerr)
+		return out, lerr
 	}
 
 	// The new release failed. Mark it failed for the whole cluster first,
@@ -364,6 +418,14 @@ func (n *Node) rollout(ctx context.Context, from, to string, sp *spec.Spec, fsys
 	out.RolledBack = true
 	n.setStep(ctx, StepFailed, to, err)
 	return out, err
+}
+
+// mergeCancel returns a context that ends when either a or b ends, with
+// a's values.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(a)
+	stop := context.AfterFunc(b, func() { cancel(context.Cause(b)) })
+	return ctx, func() { stop(); cancel(context.Canceled) }
 }
 
 // switchAndVerify puts rev live and checks it, with the journal updated
@@ -601,6 +663,22 @@ func (n *Node) ensureLive(ctx context.Context) error {
 	if err := n.verify(ctx, sp); err != nil {
 		n.setStep(ctx, StepFailed, cur, err)
 		return fmt.Errorf("live release %s: %w", short(cur), err)
+	}
+	// A node found drained without a change in flight (an operator's
+	// drain, or an agent that died between undrain and clearing the
+	// journal) is healthy now: put it back.
+	if ds, ok := n.d.Drainer.(interface {
+		Drained(context.Context) (bool, error)
+	}); ok {
+		if drained, err := ds.Drained(ctx); err != nil {
+			n.log.Warn("read drain state", "err", err)
+		} else if drained {
+			n.setStep(ctx, StepUndraining, cur, nil)
+			if err := n.d.Drainer.Undrain(ctx); err != nil {
+				n.setStep(ctx, StepFailed, cur, err)
+				return fmt.Errorf("undrain: %w", err)
+			}
+		}
 	}
 	n.setStep(ctx, StepIdle, "", nil)
 	return nil

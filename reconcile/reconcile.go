@@ -61,15 +61,25 @@ type Supervisor interface {
 
 // Lock is the cluster's rollout lock.
 type Lock interface {
-	// Acquire waits for a slot to upgrade this node to rev. The returned
-	// context is cancelled when the lock is lost; the node must then go
-	// back to a safe state.
-	Acquire(ctx context.Context, rev string) (held context.Context, release func(context.Context) error, err error)
+	// Acquire waits for one of slots slots to upgrade this node to rev. The
+	// returned context is cancelled when the lock is lost; the node must
+	// then go back to a safe state.
+	Acquire(ctx context.Context, rev string, slots int) (held context.Context, release func(context.Context) error, err error)
+}
+
+// Capacity guards invariant 1: it returns when this node may leave service
+// (counting itself, at most maxUnavailable registered nodes are out), and
+// calls waiting with the reason while it cannot.
+type Capacity interface {
+	WaitCapacity(ctx context.Context, maxUnavailable int, waiting func(reason string)) error
 }
 
 // Drainer takes this node out of the load balancer and back.
 type Drainer interface {
-	Drain(ctx context.Context) error
+	// Drain returns once the LB sends no new requests and the in-flight
+	// ones finished, or inflight (the spec's drainTimeout) passed.
+	Drain(ctx context.Context, inflight time.Duration) error
+	// Undrain returns once the LB sends the node traffic again.
 	Undrain(ctx context.Context) error
 }
 

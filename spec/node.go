@@ -164,6 +164,10 @@ type NodeNginx struct {
 	TLS *NodeTLS `yaml:"tls" json:"tls,omitempty"`
 	// Includes are extra http-level include globs kept from the operator.
 	Includes []string `yaml:"includes" json:"includes,omitempty"`
+	// StatusListen is a loopback host:port where nginx serves stub_status,
+	// which the drain step reads to wait for in-flight requests. Default
+	// 127.0.0.1:8099 when an lb driver is set.
+	StatusListen string `yaml:"statusListen" json:"statusListen,omitempty"`
 }
 
 // NodeTLS is this node's certificate; SelfSigned makes drover generate one
@@ -253,6 +257,9 @@ func (n *Node) applyDefaults() {
 	}
 	if w := n.Webhook; w != nil && w.Path == "" {
 		w.Path = "/_drover/webhook"
+	}
+	if n.LB.Driver != "none" && n.Nginx.StatusListen == "" {
+		n.Nginx.StatusListen = "127.0.0.1:8099"
 	}
 }
 

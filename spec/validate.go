@@ -443,6 +443,11 @@ func (v *validator) node(n *Node) {
 			v.check(field, checkText(s, nginxUnsafe+";{}"))
 		}
 	}
+	if ng.StatusListen != "" {
+		if host, _, err := net.SplitHostPort(ng.StatusListen); err != nil || !net.ParseIP(host).IsLoopback() {
+			v.fail("nginx.statusListen", "%q is not a loopback host:port such as 127.0.0.1:8099", ng.StatusListen)
+		}
+	}
 	for i, inc := range ng.Includes {
 		v.check(fmt.Sprintf("nginx.includes[%d]", i), checkText(inc, nginxUnsafe+";{}"))
 	}

@@ -7,12 +7,18 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
+
+// agentPIDFile, in the state dir, names the running agent's process, which
+// `drover sync` signals on a node without a cluster.
+const agentPIDFile = "agent.pid"
 
 func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent", stderr)
@@ -28,7 +34,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return usageError{"unexpected arguments"}
 	}
-	n, err := openNode(*config, stderr)
+	n, err := openNode(ctx, *config, stderr)
 	if err != nil {
 		return err
 	}
@@ -66,6 +72,16 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	trigger := reconcile.NewTrigger()
+	stopCoord, err := n.coordinate(ctx, trigger)
+	if err != nil {
+		return err
+	}
+	defer stopCoord()
+	pidFile := filepath.Join(n.cfg.StateDir, agentPIDFile)
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile)
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
@@ -80,13 +96,18 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 	// Under systemd (Type=notify): STATUS= and WATCHDOG=1 from now on,
-	// STOPPING=1 when ctx ends. READY=1 precedes Run, whose first act is
-	// Recover (see notify.go).
+	// STOPPING=1 when ctx ends, READY=1 once recovery tells the node's
+	// state (see notify.go).
 	sd := startNotifier(ctx, n.log, rn.Status, n.cfg.Repo.PollInterval.D())
 	defer sd.Stop()
-	sd.Ready()
 	n.log.Info("agent started", "version", version, "repo", n.cfg.Repo.URL, "branch", n.cfg.Repo.Branch, "every", n.cfg.Repo.PollInterval.D())
-	err = rn.Run(ctx, n.cfg.Repo.PollInterval.D(), trigger)
+	rn.Register(ctx)
+	if err := rn.Recover(ctx); err != nil {
+		// Keep polling: a newer good revision is the way out.
+		n.log.Error("recovery failed; the node stays out of rotation", "err", err)
+	}
+	sd.Ready()
+	err = rn.Loop(ctx, n.cfg.Repo.PollInterval.D(), trigger)
 	if errors.Is(err, context.Canceled) {
 		n.log.Info("agent stopping")
 		return nil

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 
 // testNode is one node: a config repo, a node.yaml and the agent's state.
 type testNode struct {
-	t                     *testing.T
+	t                     testing.TB
 	dir, repo, config     string
 	state                 string
 	httpsPort, healthPort int
@@ -66,7 +66,7 @@ process.on("SIGTERM", () => server.close(() => process.exit(0)));
 server.listen(Number(process.env.PORT), "127.0.0.1");
 `
 
-func newTestNode(t *testing.T) *testNode {
+func newTestNode(t testing.TB) *testNode {
 	t.Helper()
 	dir := testsvc.WorldDir(t, "agent")
 	n := &testNode{
@@ -368,7 +368,7 @@ func TestAgentKilledMidChangeRecovers(t *testing.T) {
 	}
 }
 
-func runCLI(t *testing.T, args ...string) string {
+func runCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(droverBin, args...).CombinedOutput()
 	if err != nil {

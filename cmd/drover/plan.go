@@ -46,7 +46,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}
 	}
-	n, err := openNode(*config, io.Discard)
+	n, err := openNode(ctx, *config, io.Discard)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (n *node) plan(ctx context.Context) (*plan, error) {
 	if c, err := n.repo.Commit(ctx, rev); err == nil {
 		p.Commit = fmt.Sprintf("%s (%s, %s)", c.Message, c.Author, c.When.Format("2006-01-02 15:04"))
 	}
-	if reason, halted, err := n.reg.Halted(ctx, rev); err == nil && halted {
+	if reason, halted, err := n.registry().Halted(ctx, rev); err == nil && halted {
 		p.Halted = reason
 	}
 	newTree, err := n.repo.Tree(ctx, rev, n.cfg.Repo.Dir)

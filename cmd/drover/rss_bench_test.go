@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"net/http"
 	"net/http/cgi"
@@ -9,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,7 +42,8 @@ func BenchmarkAgentIdle(b *testing.B) {
 		defer func(old string) { droverBin = old }(droverBin)
 		droverBin = bin
 	}
-	asTest(b, "AgentIdle", func(t *testing.T) {
+	t := testing.TB(b)
+	{
 		n := newTestNode(t)
 		srv := serveGit(t, n.dir)
 		url := srv.URL + "/repo"
@@ -101,41 +99,6 @@ func BenchmarkAgentIdle(b *testing.B) {
 		b.ReportMetric(float64(polls), "polls")
 		b.ReportMetric(gitWall.Seconds()*1e3, "git-cli-ms/poll")
 		b.ReportMetric(gitCPU.Seconds()*1e3, "git-cli-cpu-ms/poll")
-	})
-}
-
-// asTest runs f as a test with its own *testing.T and fails b if f fails.
-// The node helpers of agent_test.go (newTestNode and its methods) take a
-// *testing.T, which a benchmark cannot give; once they take a testing.TB,
-// call newTestNode(b) directly and drop this. testing.RunTests matches
-// against -test.run and repeats -test.count times, so both are pointed at
-// this one test for the call, and f runs at most once (-test.cpu lists).
-func asTest(b *testing.B, name string, f func(t *testing.T)) {
-	b.Helper()
-	for flagName, v := range map[string]string{
-		"test.run": "^" + regexp.QuoteMeta(name) + "$", "test.skip": "", "test.count": "1",
-	} {
-		fl := flag.Lookup(flagName)
-		if fl == nil {
-			b.Fatalf("no -%s flag", flagName)
-		}
-		old := fl.Value.String()
-		if err := fl.Value.Set(v); err != nil {
-			b.Fatal(err)
-		}
-		defer fl.Value.Set(old)
-	}
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	ran := false
-	once := func(t *testing.T) {
-		if ran {
-			t.Skip("runs once per benchmark run")
-		}
-		ran = true
-		f(t)
-	}
-	if !testing.RunTests(regexp.MatchString, []testing.InternalTest{{Name: name, F: once}}) {
-		b.Fatalf("%s failed (its log is above)", name)
 	}
 }
 

@@ -28,7 +28,13 @@ func commands() map[string]command {
 		"validate": {"check a config directory (drover.yaml and what it refers to)", cmdValidate},
 		"plan":     {"show what this node would change to reach the branch's revision", cmdPlan},
 		"agent":    {"run the node agent: poll the repo and roll out new revisions", cmdAgent},
-		"status":   {"show this node's revision, step, halted revisions", cmdStatus},
+		"status":   {"show the cluster (or this node): revisions, steps, lock, halted revisions, events", cmdStatus},
+		"sync":     {"ask every node (or this node's agent) to poll the repo now", cmdSync},
+		"pause":    {"stop rollouts cluster-wide (a node mid-step finishes its step)", cmdPause},
+		"resume":   {"let rollouts go on", cmdResume},
+		"forget":   {"remove a node that is gone for good from the cluster", cmdForget},
+		"clear":    {"clear a halted revision so nodes apply it again", cmdClear},
+		"migrate":  {"apply or inspect database migrations: status, up, resolve", cmdMigrate},
 		"version":  {"print drover's version", cmdVersion},
 	}
 }

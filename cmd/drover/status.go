@@ -8,63 +8,78 @@ import (
 	"io"
 	"io/fs"
 	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
 
-// nodeStatus is `drover status -o json` for one node.
+// nodeStatus is `drover status -o json` for a node without a cluster.
 type nodeStatus struct {
 	reconcile.Status
 	Halted map[string]reconcile.Halt `json:"halted"`
 }
 
-func cmdStatus(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlags("status", stderr)
 	config := flags.String("config", spec.DefaultNodeFile, "node config file")
 	output := flags.String("o", "text", "output format: text or json")
+	events := flags.Int("events", 10, "how many recent events to show")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}
 	}
-	cfg, err := spec.LoadNode(*config)
-	if err != nil {
-		return err
-	}
-	reg := &reconcile.FileRegistry{Dir: cfg.StateDir}
-	st, err := reg.ReadStatus()
-	if errors.Is(err, fs.ErrNotExist) {
-		st = reconcile.Status{Node: cfg.Name, Step: reconcile.StepIdle}
-	} else if err != nil {
-		return fmt.Errorf("read status: %w", err)
-	}
-	halted, err := reg.HaltedAll()
-	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(nodeStatus{Status: st, Halted: halted})
-	}
-	fmt.Fprintf(stdout, "node     %s\n", cfg.Name)
-	fmt.Fprintf(stdout, "live     %s\n", shortRev(st.Rev))
-	step := string(st.Step)
-	if st.Target != "" {
-		step += " " + shortRev(st.Target)
-	}
-	if !st.Since.IsZero() {
-		step += fmt.Sprintf(" (since %s)", st.Since.Local().Format(time.DateTime))
-	}
-	fmt.Fprintf(stdout, "step     %s\n", step)
+	return withCluster(ctx, *config, func(cfg *spec.Node, c *cluster.Cluster) error {
+		if c != nil {
+			snap, err := c.Snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			if *output == "json" {
+				return writeJSON(stdout, snap)
+			}
+			printCluster(stdout, snap, *events)
+			return nil
+		}
+		reg := &reconcile.FileRegistry{Dir: cfg.StateDir}
+		st, err := reg.ReadStatus()
+		if errors.Is(err, fs.ErrNotExist) {
+			st = reconcile.Status{Node: cfg.Name, Step: reconcile.StepIdle}
+		} else if err != nil {
+			return fmt.Errorf("read status: %w", err)
+		}
+		halted, err := reg.HaltedAll()
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			return writeJSON(stdout, nodeStatus{Status: st, Halted: halted})
+		}
+		printNode(stdout, st, halted)
+		return nil
+	})
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printNode(w io.Writer, st reconcile.Status, halted map[string]reconcile.Halt) {
+	fmt.Fprintf(w, "node     %s\n", st.Node)
+	fmt.Fprintf(w, "live     %s\n", shortRev(st.Rev))
+	fmt.Fprintf(w, "step     %s\n", stepText(st))
 	if !st.Seen.IsZero() {
-		fmt.Fprintf(stdout, "polled   %s ago\n", time.Since(st.Seen).Round(time.Second))
+		fmt.Fprintf(w, "polled   %s ago\n", time.Since(st.Seen).Round(time.Second))
 	}
 	if st.Error != "" {
-		fmt.Fprintf(stdout, "error    %s\n", st.Error)
+		fmt.Fprintf(w, "error    %s\n", st.Error)
 	}
 	revs := make([]string, 0, len(halted))
 	for r := range halted {
@@ -72,16 +87,69 @@ func cmdStatus(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	sort.Slice(revs, func(i, j int) bool { return halted[revs[i]].At.After(halted[revs[j]].At) })
 	for _, r := range revs {
-		fmt.Fprintf(stdout, "halted   %s at %s: %s\n", shortRev(r), halted[r].At.Local().Format(time.DateTime), firstLine(halted[r].Reason))
+		fmt.Fprintf(w, "halted   %s at %s: %s\n", shortRev(r), halted[r].At.Local().Format(time.DateTime), firstLine(halted[r].Reason))
 	}
-	return nil
+}
+
+func stepText(st reconcile.Status) string {
+	s := string(st.Step)
+	if st.Target != "" {
+		s += " " + shortRev(st.Target)
+	}
+	if !st.Since.IsZero() {
+		s += fmt.Sprintf(" (since %s)", st.Since.Local().Format(time.DateTime))
+	}
+	return s
+}
+
+func printCluster(w io.Writer, s cluster.ClusterStatus, events int) {
+	fmt.Fprintf(w, "cluster %s at %s\n", s.Cluster, s.Time.Local().Format(time.DateTime))
+	if s.Paused != nil {
+		fmt.Fprintf(w, "PAUSED since %s by %s: %s\n", s.Paused.At.Local().Format(time.DateTime), s.Paused.Node, s.Paused.Reason)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tLIVE\tSTEP\tALIVE\tERROR")
+	for _, n := range s.Nodes {
+		alive := "yes"
+		if !n.Alive {
+			alive = "no (last beat " + n.Beat.Local().Format(time.TimeOnly) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Node, shortRev(n.Rev), stepText(n.Status), alive, firstLine(n.Error))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	if len(s.Holders) == 0 {
+		fmt.Fprintln(w, "rollout lock: free")
+	}
+	for _, h := range s.Holders {
+		fmt.Fprintf(w, "rollout lock slot %d: %s, for %s, since %s\n", h.Slot, h.Node, shortRev(h.Rev), h.Since.Local().Format(time.DateTime))
+	}
+	for _, h := range s.Halted {
+		fmt.Fprintf(w, "halted %s (by %s at %s): %s\n", shortRev(h.Rev), h.Node, h.At.Local().Format(time.DateTime), firstLine(h.Reason))
+	}
+	evs := s.Events
+	if len(evs) > events {
+		evs = evs[len(evs)-events:]
+	}
+	if len(evs) > 0 {
+		fmt.Fprintln(w, "\nrecent events:")
+	}
+	for _, e := range evs {
+		line := fmt.Sprintf("  %s  %-8s %-12s %s", e.Time.Local().Format(time.TimeOnly), e.Node, e.Step, shortRev(e.Rev))
+		if e.Msg != "" {
+			line += "  " + e.Msg
+		}
+		if e.Err != "" {
+			line += "  error: " + firstLine(e.Err)
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
 }
 
 func firstLine(s string) string {
-	for i, c := range s {
-		if c == '\n' {
-			return s[:i] + " …"
-		}
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
 	}
 	return s
 }

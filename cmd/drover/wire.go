@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/artifacts"
+	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
@@ -29,12 +30,16 @@ type node struct {
 	repo  *gitsource.Repo
 	store *artifacts.Store
 	web   *webServer
-	reg   *reconcile.FileRegistry
+	// reg is the node-local registry; cl the cluster's (nil for a single
+	// node), which then holds the halts and the status.
+	reg *reconcile.FileRegistry
+	cl  *cluster.Cluster
+	lb  *lbDrainer
 }
 
-// openNode reads node.yaml and opens the repo and the release store. It
-// changes nothing on the node.
-func openNode(configPath string, stderr io.Writer) (*node, error) {
+// openNode reads node.yaml, opens the repo and the release store, and
+// connects to the cluster. It changes nothing on the node.
+func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, error) {
 	cfg, err := spec.LoadNode(configPath)
 	if err != nil {
 		return nil, err
@@ -66,12 +71,32 @@ func openNode(configPath string, stderr io.Writer) (*node, error) {
 	}
 	n := &node{cfg: cfg, log: log, repo: repo, store: store, reg: &reconcile.FileRegistry{Dir: cfg.StateDir}}
 	n.web = newWebServer(cfg, store.LiveDir(), log.With("part", "nginx"))
+	if n.lb, err = newLBDrainer(cfg, log.With("part", "lb")); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if n.cl, err = openCluster(ctx, cfg, log); err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
 }
 
 func (n *node) Close() {
+	if n.cl != nil {
+		n.cl.Close()
+	}
 	n.store.Close()
 	n.repo.Close()
+}
+
+// registry is where halts and status live: the cluster's, or the state
+// dir's for a single node.
+func (n *node) registry() reconcile.Registry {
+	if n.cl != nil {
+		return n.cl
+	}
+	return n.reg
 }
 
 func newLogger(c spec.Log, w io.Writer) (*slog.Logger, error) {
@@ -101,13 +126,23 @@ func (n *node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
 		SiteURL:      n.web.siteURL,
 		WorkerHost:   "127.0.0.1",
 		Log:          n.log,
-	}, reconcile.Deps{
+	}, n.deps(sup))
+}
+
+func (n *node) deps(sup reconcile.Supervisor) reconcile.Deps {
+	d := reconcile.Deps{
 		Source:     treeSource{n.repo},
 		Releases:   releaseStore{n.store},
 		Web:        n.web,
 		Supervisor: sup,
-		Registry:   n.reg,
-	})
+		Drainer:    n.lb,
+		Migrator:   newMigrator(n.cfg, n.log),
+		Registry:   n.registry(),
+	}
+	if n.cl != nil {
+		d.Lock, d.Capacity = n.cl, n.cl
+	}
+	return d
 }
 
 // newSupervisor picks how workers run on this node.
@@ -166,14 +201,21 @@ type webServer struct {
 func newWebServer(cfg *spec.Node, liveDir string, log *slog.Logger) *webServer {
 	ng := cfg.Nginx
 	p := nginxconf.Params{
-		LiveDir:    liveDir,
-		HealthDir:  filepath.Join(cfg.StateDir, "lb"),
-		Listen:     ng.Listen,
-		HTTPSPort:  ng.HTTPSPort,
-		HealthPort: ng.HealthPort,
-		User:       ng.User,
-		PIDFile:    ng.PIDFile,
-		Includes:   ng.Includes,
+		LiveDir:      liveDir,
+		HealthDir:    filepath.Join(cfg.StateDir, "lb"),
+		Listen:       ng.Listen,
+		HTTPSPort:    ng.HTTPSPort,
+		HealthPort:   ng.HealthPort,
+		User:         ng.User,
+		PIDFile:      ng.PIDFile,
+		Includes:     ng.Includes,
+		StatusListen: ng.StatusListen,
+	}
+	if observesChecks(cfg) {
+		p.HealthAccessLog = healthLogPath(cfg)
+	}
+	if w := cfg.Webhook; w != nil && w.ServerName != "" {
+		p.Webhook = &nginxconf.Webhook{ServerName: w.ServerName, Path: w.Path, Upstream: w.Listen}
 	}
 	if ng.Prefix != "" {
 		p.ErrorLog = filepath.Join(ng.Prefix, "error.log")
