@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,10 @@ type testNode struct {
 	apiPort               int
 	agent                 *exec.Cmd
 	agentDone             chan struct{}
-	agentLog              *bytes.Buffer
+	agentLog              *syncBuffer
+	name                  string
+	// allLogs keeps the logs of every agent started on this node.
+	allLogs []*syncBuffer
 }
 
 const workerJS = `"use strict";
@@ -74,24 +78,7 @@ func newTestNode(t testing.TB) *testNode {
 		config:    filepath.Join(dir, "node.yaml"),
 		httpsPort: testsvc.FreePort(t), healthPort: testsvc.FreePort(t), apiPort: testsvc.FreePort(t),
 	}
-	nodeYAML := fmt.Sprintf(`name: test
-stateDir: state
-keepReleases: 3
-repo: {url: ./repo, pollInterval: 1s}
-nginx:
-  binary: %s
-  config: nginx/nginx.conf
-  prefix: nginx
-  pidFile: nginx/nginx.pid
-  user: ""
-  start: true
-  listen: 127.0.0.1
-  httpsPort: %d
-  healthPort: %d
-  tls: {selfSigned: true}
-supervisor: exec
-`, testsvc.Bin(t, "nginx"), n.httpsPort, n.healthPort)
-	n.write("node.yaml", nodeYAML)
+	n.configure("test", "./repo", "")
 	if err := os.MkdirAll(filepath.Join(dir, "nginx"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +96,44 @@ supervisor: exec
 			}
 		}
 		if t.Failed() && n.agentLog != nil {
-			t.Logf("agent log:\n%s", n.agentLog.String())
+			t.Logf("agent log of %s:\n%s", n.dir, n.logs())
 		}
 	})
 	return n
+}
+
+// configure writes the node's node.yaml: its name, where its repo is, and
+// extra top-level sections (a cluster, say).
+func (n *testNode) configure(name, repoURL, extra string) {
+	n.t.Helper()
+	n.name = name
+	nodeYAML := fmt.Sprintf(`name: %s
+stateDir: state
+keepReleases: 3
+repo: {url: %s, pollInterval: 1s}
+nginx:
+  binary: %s
+  config: nginx/nginx.conf
+  prefix: nginx
+  pidFile: nginx/nginx.pid
+  user: ""
+  start: true
+  listen: 127.0.0.1
+  httpsPort: %d
+  healthPort: %d
+  tls: {selfSigned: true}
+supervisor: exec
+%s`, name, repoURL, testsvc.Bin(n.t, "nginx"), n.httpsPort, n.healthPort, extra)
+	n.write("node.yaml", nodeYAML)
+}
+
+// logs is everything every agent of this node logged, in order.
+func (n *testNode) logs() string {
+	var b strings.Builder
+	for _, l := range n.allLogs {
+		b.WriteString(l.String())
+	}
+	return b.String()
 }
 
 func (n *testNode) write(rel, content string) {
@@ -168,7 +189,8 @@ workers:
 
 func (n *testNode) startAgent() {
 	n.t.Helper()
-	n.agentLog = &bytes.Buffer{}
+	n.agentLog = &syncBuffer{}
+	n.allLogs = append(n.allLogs, n.agentLog)
 	cmd := exec.Command(droverBin, "agent", "--config", n.config)
 	cmd.Stdout, cmd.Stderr = n.agentLog, n.agentLog
 	if err := cmd.Start(); err != nil {
@@ -375,4 +397,22 @@ func runCLI(t testing.TB, args ...string) string {
 		t.Fatalf("drover %v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+// syncBuffer is an agent's log, which tests read while the agent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
