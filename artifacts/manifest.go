@@ -192,3 +192,47 @@ func (ix *linkIndex) lookup(key string) (string, candidate, bool) {
 	}
 	return p, c, true
 }
+
+// SourceIDs reads what each site and worker tree of the complete release
+// rev in stateDir was made from, without opening the store (whose lock a
+// running agent holds): by tree ("sites/blog"), each file's slash path maps
+// to "<content id> <permission bits in octal>" and each symlink's to
+// "-> <target>". The content id is the config FS's (the git blob id) when it
+// had them, else the SHA-256. `drover plan` compares them with the next
+// revision's tree.
+func SourceIDs(stateDir, rev string) (map[string]map[string]string, error) {
+	if err := checkRev(rev); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(stateDir, "releases", rev)
+	data, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", rev, err)
+	}
+	var mk marker
+	if err := json.Unmarshal(data, &mk); err != nil || mk.Rev != rev {
+		return nil, fmt.Errorf("release %s: corrupt %s", rev, markerFile)
+	}
+	m, err := readManifest(dir, mk.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]map[string]string{}
+	for _, t := range m.Trees {
+		files := map[string]string{}
+		for _, e := range t.Entries {
+			switch e.Kind {
+			case kindFile:
+				id := e.CID
+				if id == "" {
+					id = e.Sum
+				}
+				files[e.Path] = fmt.Sprintf("%s %o", id, e.Mode.Perm())
+			case kindSymlink:
+				files[e.Path] = "-> " + e.Target
+			}
+		}
+		ids[t.Dir] = files
+	}
+	return ids, nil
+}

@@ -333,6 +333,15 @@ func TestAgentRollsOutAndHaltsABadRevision(t *testing.T) {
 	}
 	n.serves("blog B", "api B")
 
+	// plan runs beside the live agent and says what C would change.
+	plan := runCLI(t, "plan", "--config", n.config)
+	for _, want := range []string{b[:12] + " -> " + c[:12], "HALTED", "~ blog (files: 0 added, 1 changed, 0 removed)",
+		"~ api (files: 0 added, 1 changed, 0 removed)", "nginx config: unchanged"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("drover plan lacks %q:\n%s", want, plan)
+		}
+	}
+
 	// The next good commit resumes the rollout.
 	d := n.commit("blog D", "api D")
 	n.waitLive(d)

@@ -22,11 +22,14 @@ import (
 // read node.yaml for the cluster's address and never touch the node's
 // release store, so they run beside a live agent.
 
-// withCluster loads node.yaml and connects to its cluster (nil without one).
-func withCluster(ctx context.Context, config string, fn func(cfg *spec.Node, c *cluster.Cluster) error) error {
-	cfg, err := spec.LoadNode(config)
-	if err != nil {
-		return err
+// withCluster loads node.yaml (unless cfg is given) and connects to its
+// cluster (nil without one).
+func withCluster(ctx context.Context, config string, cfg *spec.Node, fn func(cfg *spec.Node, c *cluster.Cluster) error) error {
+	if cfg == nil {
+		var err error
+		if cfg, err = spec.LoadNode(config); err != nil {
+			return err
+		}
 	}
 	c, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -58,7 +61,7 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	return withCluster(ctx, *config, func(cfg *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		if c != nil {
 			if err := c.PublishSync(ctx, "drover sync by "+operator()); err != nil {
 				return err
@@ -94,7 +97,7 @@ func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	return withCluster(ctx, *config, func(_ *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(_ *spec.Node, c *cluster.Cluster) error {
 		if c == nil {
 			return needCluster("pause")
 		}
@@ -116,7 +119,7 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	return withCluster(ctx, *config, func(_ *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(_ *spec.Node, c *cluster.Cluster) error {
 		if c == nil {
 			return needCluster("resume")
 		}
@@ -144,7 +147,7 @@ func cmdForget(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if flags.NArg() != 1 {
 		return usageError{"give exactly one NODE"}
 	}
-	return withCluster(ctx, *config, func(_ *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(_ *spec.Node, c *cluster.Cluster) error {
 		if c == nil {
 			return needCluster("forget")
 		}
@@ -170,7 +173,7 @@ func cmdClear(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"give exactly one REV"}
 	}
 	prefix := flags.Arg(0)
-	return withCluster(ctx, *config, func(cfg *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		var revs []string
 		if c != nil {
 			halts, err := c.HaltedAll(ctx)

@@ -173,16 +173,7 @@ func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slo
 	if err != nil {
 		return nil, err
 	}
-	// Its own store: the agent's (STATE/git) is the agent's alone.
-	repo, err := gitsource.Open(gitsource.Config{
-		URL:            node.Repo.URL,
-		Branch:         node.Repo.Branch,
-		Dir:            filepath.Join(node.StateDir, "git-cli"),
-		SSHKeyFile:     node.Repo.SSHKeyFile,
-		KnownHostsFile: node.Repo.KnownHostsFile,
-		TokenFile:      node.Repo.TokenFile,
-		TokenUser:      node.Repo.TokenUser,
-	}, log.With("part", "git"))
+	repo, err := openCLIRepo(node, log)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +202,21 @@ func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slo
 		return nil, err
 	}
 	return &migrationSet{rev: rev, desc: rev + " (live on " + node.Name + ")", sp: sp, ms: ms}, nil
+}
+
+// openCLIRepo opens the config repo for commands that run beside a live
+// agent (plan, migrate), in a store of their own: the agent's (STATE/git) is
+// the agent's alone, since go-git is not safe across processes.
+func openCLIRepo(node *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
+	return gitsource.Open(gitsource.Config{
+		URL:            node.Repo.URL,
+		Branch:         node.Repo.Branch,
+		Dir:            filepath.Join(node.StateDir, "git-cli"),
+		SSHKeyFile:     node.Repo.SSHKeyFile,
+		KnownHostsFile: node.Repo.KnownHostsFile,
+		TokenFile:      node.Repo.TokenFile,
+		TokenUser:      node.Repo.TokenUser,
+	}, log.With("part", "git"))
 }
 
 // liveRevision reads STATE/current -> releases/<rev> without opening the

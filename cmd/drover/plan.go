@@ -7,11 +7,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 
 	"github.com/drover-dev/drover/artifacts"
+	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -46,12 +51,11 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}
 	}
-	n, err := openNode(ctx, *config, io.Discard)
+	cfg, err := spec.LoadNode(*config)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
-	p, err := n.plan(ctx)
+	p, err := makePlan(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -64,65 +68,86 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func (n *node) plan(ctx context.Context) (*plan, error) {
-	rev, err := n.repo.Remote(ctx)
+// makePlan compares the branch's revision with this node's live release. It
+// reads the node's state but never locks or changes it, so it runs beside a
+// live agent.
+func makePlan(ctx context.Context, cfg *spec.Node) (*plan, error) {
+	log := slog.New(slog.DiscardHandler)
+	repo, err := openCLIRepo(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.repo.Fetch(ctx, rev); err != nil {
-		return nil, err
-	}
-	cur, err := n.store.Current()
+	defer repo.Close()
+	rev, err := repo.Remote(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p := &plan{Node: n.cfg.Name, From: cur, To: rev}
-	if c, err := n.repo.Commit(ctx, rev); err == nil {
+	if err := repo.Fetch(ctx, rev); err != nil {
+		return nil, err
+	}
+	cur := ""
+	if _, err := os.Lstat(filepath.Join(cfg.StateDir, "current")); err == nil {
+		if cur, err = liveRevision(cfg); err != nil {
+			return nil, err
+		}
+	}
+	p := &plan{Node: cfg.Name, From: cur, To: rev}
+	if c, err := repo.Commit(ctx, rev); err == nil {
 		p.Commit = fmt.Sprintf("%s (%s, %s)", c.Message, c.Author, c.When.Format("2006-01-02 15:04"))
 	}
-	if reason, halted, err := n.registry().Halted(ctx, rev); err == nil && halted {
-		p.Halted = reason
-	}
-	newTree, err := n.repo.Tree(ctx, rev, n.cfg.Repo.Dir)
+	err = withCluster(ctx, "", cfg, func(_ *spec.Node, c *cluster.Cluster) error {
+		var reg reconcile.Registry = &reconcile.FileRegistry{Dir: cfg.StateDir}
+		if c != nil {
+			reg = c
+		}
+		reason, halted, err := reg.Halted(ctx, rev)
+		if err == nil && halted {
+			p.Halted = reason
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	newSpec, err := readSpec(n.cfg.Repo.Dir, newTree)
+	newTree, err := repo.Tree(ctx, rev, cfg.Repo.Dir)
 	if err != nil {
 		return nil, err
 	}
-	var oldSpec *spec.Spec
-	var oldTree fs.FS
+	newSpec, err := readSpec(cfg.Repo.Dir, newTree)
+	if err != nil {
+		return nil, err
+	}
+	oldSpec := &spec.Spec{}
+	var oldIDs map[string]map[string]string
 	if cur != "" {
-		data, err := releaseStore{n.store}.SpecOf(cur)
+		data, err := os.ReadFile(filepath.Join(cfg.StateDir, "releases", cur, spec.FileName))
 		if err != nil {
 			return nil, err
 		}
 		if oldSpec, err = spec.Parse("live "+spec.FileName, data); err != nil {
 			return nil, err
 		}
-		if t, err := n.repo.Tree(ctx, cur, n.cfg.Repo.Dir); err == nil {
-			oldTree = t
+		// What the live release was made from, to compare by blob id.
+		if oldIDs, err = artifacts.SourceIDs(cfg.StateDir, cur); err != nil {
+			return nil, err
 		}
-	}
-	if oldSpec == nil {
-		oldSpec = &spec.Spec{}
 	}
 	p.Sites = diffNamed(oldSpec.Sites, newSpec.Sites, func(s spec.Site) string { return s.Name },
 		func(a, b spec.Site) []string {
-			return diffContent(oldTree, newTree, a.Source, b.Source, a.Artifact, b.Artifact, !reflect.DeepEqual(stripSite(a), stripSite(b)))
+			return diffContent(oldIDs["sites/"+a.Name], newTree, b.Source, a.Artifact, b.Artifact, !reflect.DeepEqual(stripSite(a), stripSite(b)))
 		})
 	p.Workers = diffNamed(oldSpec.Workers, newSpec.Workers, func(w spec.Worker) string { return w.Name },
 		func(a, b spec.Worker) []string {
-			return diffContent(oldTree, newTree, a.Source, b.Source, a.Artifact, b.Artifact, !reflect.DeepEqual(stripWorker(a), stripWorker(b)))
+			return diffContent(oldIDs["workers/"+a.Name], newTree, b.Source, a.Artifact, b.Artifact, !reflect.DeepEqual(stripWorker(a), stripWorker(b)))
 		})
-	newConf, err := n.web.render(newSpec)
+	web := newWebServer(cfg, filepath.Join(cfg.StateDir, "current"), log)
+	newConf, err := web.render(newSpec)
 	if err != nil {
 		return nil, err
 	}
 	var oldConf []byte
 	if cur != "" {
-		if oldConf, err = n.web.render(oldSpec); err != nil {
+		if oldConf, err = web.render(oldSpec); err != nil {
 			return nil, err
 		}
 	}
@@ -181,10 +206,11 @@ func diffNamed[T any](old, new []T, name func(T) string, changed func(a, b T) []
 	return out
 }
 
-// diffContent says what changed between two versions of a site or bundle:
-// its settings, and its files (compared by git blob id, without reading
-// them) or its pinned artifact.
-func diffContent(oldTree, newTree fs.FS, oldSrc, newSrc string, oldArt, newArt *spec.Artifact, settings bool) []string {
+// diffContent says what changed between the live version of a site or
+// bundle (old: its files as the release store recorded them) and the next
+// one: its settings, and its files (compared by git blob id, without
+// reading them) or its pinned artifact.
+func diffContent(old map[string]string, newTree fs.FS, newSrc string, oldArt, newArt *spec.Artifact, settings bool) []string {
 	var what []string
 	if settings {
 		what = append(what, "settings")
@@ -194,24 +220,21 @@ func diffContent(oldTree, newTree fs.FS, oldSrc, newSrc string, oldArt, newArt *
 		if oldArt == nil || newArt == nil || oldArt.SHA256 != newArt.SHA256 {
 			what = append(what, "artifact")
 		}
-	case oldTree == nil:
-		what = append(what, "files (the live revision is no longer in the local repo to compare)")
 	default:
-		a, errA := fileIDs(oldTree, oldSrc)
-		b, errB := fileIDs(newTree, newSrc)
-		if errA != nil || errB != nil {
-			what = append(what, "files (could not compare)")
+		b, err := fileIDs(newTree, newSrc)
+		if err != nil {
+			what = append(what, "files (could not compare: "+err.Error()+")")
 			break
 		}
 		var added, removed, modified int
 		for f, id := range b {
-			if oid, ok := a[f]; !ok {
+			if oid, ok := old[f]; !ok {
 				added++
 			} else if oid != id {
 				modified++
 			}
 		}
-		for f := range a {
+		for f := range old {
 			if _, ok := b[f]; !ok {
 				removed++
 			}
@@ -223,7 +246,8 @@ func diffContent(oldTree, newTree fs.FS, oldSrc, newSrc string, oldArt, newArt *
 	return what
 }
 
-// fileIDs maps each file under dir to its content id and mode.
+// fileIDs maps each file and symlink under dir of a git tree to its
+// identity, in artifacts.SourceIDs' form.
 func fileIDs(fsys fs.FS, dir string) (map[string]string, error) {
 	ider, ok := fsys.(artifacts.ContentIDFS)
 	if !ok {
@@ -234,23 +258,25 @@ func fileIDs(fsys fs.FS, dir string) (map[string]string, error) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		id := "link"
-		if d.Type().IsRegular() {
-			if id, err = ider.ContentID(name); err != nil {
-				return err
-			}
-		} else if d.Type()&fs.ModeSymlink != 0 {
+		rel := strings.TrimPrefix(name, dir+"/")
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
 			t, err := fs.ReadLink(fsys, name)
 			if err != nil {
 				return err
 			}
-			id = "-> " + t
+			ids[rel] = "-> " + t
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			id, err := ider.ContentID(name)
+			if err != nil {
+				return err
+			}
+			ids[rel] = fmt.Sprintf("%s %o", id, info.Mode().Perm())
 		}
-		ids[strings.TrimPrefix(name, dir+"/")] = fmt.Sprintf("%s %o", id, info.Mode())
 		return nil
 	})
 	return ids, err

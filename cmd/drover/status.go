@@ -34,7 +34,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}
 	}
-	return withCluster(ctx, *config, func(cfg *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		if c != nil {
 			snap, err := c.Snapshot(ctx)
 			if err != nil {
