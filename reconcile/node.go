@@ -366,7 +366,11 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 		return out, err
 	}
 	n.setStep(ctx, StepDraining, to, nil)
-	if err := n.d.Drainer.Drain(lockCtx, sp.Rollout.DrainTimeout.D()); err != nil {
+	// A first deploy has nothing in service to drain (nginx may not even
+	// run yet); it still undrains after its checks, to join the LB.
+	if from == "" {
+		n.log.Info("first release on this node: nothing to drain", "rev", short(to))
+	} else if err := n.d.Drainer.Drain(lockCtx, sp.Rollout.DrainTimeout.D()); err != nil {
 		// Still on the old release: put it back in rotation and stop.
 		err = fmt.Errorf("drain: %w", err)
 		n.undrainAndClear(ctx, e)

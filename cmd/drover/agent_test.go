@@ -48,6 +48,7 @@ type testNode struct {
 	state                 string
 	httpsPort, healthPort int
 	apiPort               int
+	statusPort            int
 	agent                 *exec.Cmd
 	agentDone             chan struct{}
 	agentLog              *syncBuffer
@@ -76,7 +77,7 @@ func newTestNode(t testing.TB) *testNode {
 	n := &testNode{
 		t: t, dir: dir, repo: filepath.Join(dir, "repo"), state: filepath.Join(dir, "state"),
 		config:    filepath.Join(dir, "node.yaml"),
-		httpsPort: testsvc.FreePort(t), healthPort: testsvc.FreePort(t), apiPort: testsvc.FreePort(t),
+		httpsPort: testsvc.FreePort(t), healthPort: testsvc.FreePort(t), apiPort: testsvc.FreePort(t), statusPort: testsvc.FreePort(t),
 	}
 	n.configure("test", "./repo", "")
 	if err := os.MkdirAll(filepath.Join(dir, "nginx"), 0o755); err != nil {
@@ -122,8 +123,9 @@ nginx:
   httpsPort: %d
   healthPort: %d
   tls: {selfSigned: true}
+  statusListen: 127.0.0.1:%d
 supervisor: exec
-%s`, name, repoURL, testsvc.Bin(n.t, "nginx"), n.httpsPort, n.healthPort, extra)
+%s`, name, repoURL, testsvc.Bin(n.t, "nginx"), n.httpsPort, n.healthPort, n.statusPort, extra)
 	n.write("node.yaml", nodeYAML)
 }
 
@@ -366,6 +368,9 @@ func TestAgentKilledMidChangeRecovers(t *testing.T) {
 	for _, step := range []reconcile.Step{reconcile.StepSwitching, reconcile.StepVerifying} {
 		t.Run(string(step), func(t *testing.T) {
 			n := newTestNode(t)
+			// The node leaves the LB by its health endpoint (the
+			// healthcheck driver), so a kill leaves it drained.
+			n.configure("test", "./repo", "lb: {driver: healthcheck, healthcheck: {interval: 200ms, unhealthyThreshold: 1, healthyThreshold: 1}}\n")
 			a := n.commit("blog A", "api A")
 			n.startAgent()
 			n.waitLive(a)
@@ -374,6 +379,9 @@ func TestAgentKilledMidChangeRecovers(t *testing.T) {
 			n.stopAgent(syscall.SIGKILL)
 			if _, err := os.Stat(filepath.Join(n.state, "journal.json")); err != nil {
 				t.Fatalf("no journal after a kill mid-change: %v", err)
+			}
+			if code := n.lbHealth(); code != 503 {
+				t.Fatalf("the killed node answers the LB %d, want 503 (drained)", code)
 			}
 			// Hide the repo so the restarted agent can only recover, not
 			// move on to B, and look at the node it leaves.
@@ -388,7 +396,7 @@ func TestAgentKilledMidChangeRecovers(t *testing.T) {
 			if got := n.live(); got != a {
 				t.Fatalf("after recovery current -> %s, want A %s", got, a)
 			}
-			n.serves("blog A", "api A")
+			n.serves("blog A", "api A") // the LB health endpoint included: undrained
 			// With the repo back, the node moves on to B.
 			if err := os.Rename(n.repo+".away", n.repo); err != nil {
 				t.Fatal(err)
