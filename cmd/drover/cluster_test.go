@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -330,5 +334,83 @@ func TestClusterSurvivesRedisFailover(t *testing.T) {
 	}
 	master.Kill()
 	tc.waitAll(b, 3*time.Minute)
+	tc.checkCapacity(1)
+}
+
+// TestClusterWebhookPauseResume: with polling an hour apart, a signed push
+// to one node's webhook wakes every node; a forged one changes nothing;
+// pause holds a rollout until resume.
+func TestClusterWebhookPauseResume(t *testing.T) {
+	r := testsvc.StartRedis(t)
+	hookPort := testsvc.FreePort(t)
+	secret := filepath.Join(testsvc.WorldDir(t, "hook"), "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
+	for i, n := range tc.nodes {
+		extra := clusterSection(r.Addr)
+		if i == 0 {
+			extra += fmt.Sprintf("webhook: {listen: 127.0.0.1:%d, secretFile: %s, provider: github}\n", hookPort, secret)
+		}
+		n.configure(n.name, tc.repo.repo, extra)
+		cfg, _ := os.ReadFile(n.config)
+		n.write("node.yaml", strings.Replace(string(cfg), "pollInterval: 1s", "pollInterval: 1h", 1))
+	}
+	a := tc.commit("blog A", "/")
+	tc.start() // every agent syncs once at start
+	tc.waitAll(a, 2*time.Minute)
+
+	push := func(body, sig string) int {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/_drover/webhook", hookPort), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-GitHub-Delivery", fmt.Sprint(time.Now().UnixNano()))
+		req.Header.Set("X-Hub-Signature-256", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sign := func(body string) string {
+		m := hmac.New(sha256.New, []byte("s3cret"))
+		m.Write([]byte(body))
+		return "sha256=" + hex.EncodeToString(m.Sum(nil))
+	}
+	body := `{"ref":"refs/heads/main","after":"x"}`
+
+	b := tc.commit("blog B", "/")
+	if code := push(body, "sha256="+strings.Repeat("0", 64)); code != http.StatusUnauthorized {
+		t.Fatalf("forged push answered %d, want 401", code)
+	}
+	time.Sleep(3 * time.Second)
+	for _, n := range tc.nodes {
+		if code, got := n.get("blog.test", "/"); code != 200 || got != "blog A" {
+			t.Fatalf("a forged push changed %s: %d %q", n.name, code, got)
+		}
+	}
+	if code := push(body, sign(body)); code != http.StatusAccepted {
+		t.Fatalf("signed push answered %d, want 202", code)
+	}
+	tc.waitAll(b, time.Minute)
+
+	runCLI(t, "pause", "--config", tc.nodes[1].config, "--reason", "freeze")
+	c := tc.commit("blog C", "/")
+	if code := push(body, sign(body)); code != http.StatusAccepted {
+		t.Fatalf("signed push answered %d, want 202", code)
+	}
+	time.Sleep(4 * time.Second)
+	if out := runCLI(t, "status", "--config", tc.nodes[2].config); !strings.Contains(out, "PAUSED") || !strings.Contains(out, "freeze") {
+		t.Errorf("drover status does not show the pause:\n%s", out)
+	}
+	for _, n := range tc.nodes {
+		if strings.Contains(n.logs(), "step=draining rev="+c[:12]) {
+			t.Fatalf("%s drained for C while rollouts were paused", n.name)
+		}
+	}
+	runCLI(t, "resume", "--config", tc.nodes[2].config)
+	tc.waitAll(c, time.Minute)
 	tc.checkCapacity(1)
 }
