@@ -53,6 +53,8 @@ type testNode struct {
 	agentDone             chan struct{}
 	agentLog              *syncBuffer
 	name                  string
+	// specExtra is appended to the drover.yaml of each commit.
+	specExtra string
 	// allLogs keeps the logs of every agent started on this node.
 	allLogs []*syncBuffer
 }
@@ -180,7 +182,7 @@ workers:
     health: {path: /healthz, interval: 100ms, successes: 2}
     routes: [{serverName: api.test, path: /}]
 `, n.apiPort)
-	n.write("repo/drover.yaml", spec)
+	n.write("repo/drover.yaml", spec+n.specExtra)
 	n.write("repo/sites/blog/index.html", blog+"\n")
 	n.write("repo/workers/api/server.js", workerJS)
 	n.write("repo/workers/api/version.txt", version+"\n")
