@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -72,7 +73,7 @@ func (s *Store) fetch(ctx context.Context, a *spec.Artifact) (string, error) {
 		os.Remove(part)
 		return "", fmt.Errorf("download %s: %w", label, err)
 	}
-	if err := syncDir(filepath.Dir(file)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(file)); err != nil {
 		return "", fmt.Errorf("download %s: %w", label, err)
 	}
 	s.log.Info("downloaded artifact", "url", label, "sha256", a.SHA256, "bytes", n)

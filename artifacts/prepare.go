@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/command"
 	"github.com/drover-dev/drover/spec"
 	"golang.org/x/sys/unix"
@@ -172,7 +173,7 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(b.dir, markerFile), data); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(b.dir, markerFile), data, 0o644); err != nil {
 		return nil, err
 	}
 	return &Release{Rev: b.rev, Dir: b.dir, Completed: mk.Completed}, nil
@@ -267,30 +268,6 @@ func (b *build) install(ctx context.Context, w *spec.Worker) error {
 	}
 	b.s.log.Info("installed worker", "rev", b.rev, "worker", w.Name, "took", time.Since(start))
 	return nil
-}
-
-// writeFileAtomic writes data to file through a synced temporary file
-// renamed over it, then syncs the directory.
-func writeFileAtomic(file string, data []byte) error {
-	tmp := file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", file, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, file)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", file, err)
-	}
-	return syncDir(filepath.Dir(file))
 }
 
 // syncFS flushes the whole filesystem that holds dir.

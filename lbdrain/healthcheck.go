@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // healthCheck drains through the LB's own health checks: nginx answers the
@@ -112,16 +114,7 @@ func (d *healthCheck) createDrainFile() (since time.Time, created bool, err erro
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return time.Time{}, false, err
 	}
-	return now, true, syncDir(d.hc.Dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return now, true, atomicfile.SyncDir(d.hc.Dir)
 }
 
 // Undrain removes the drain file and waits until the LB's checks were seen
@@ -140,7 +133,7 @@ func (d *healthCheck) Undrain(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("undrain: %w", err)
 	default:
-		if err := syncDir(d.hc.Dir); err != nil {
+		if err := atomicfile.SyncDir(d.hc.Dir); err != nil {
 			return fmt.Errorf("undrain: %w", err)
 		}
 	}

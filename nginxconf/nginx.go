@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
+
 	"github.com/drover-dev/drover/internal/command"
 )
 
@@ -114,7 +116,7 @@ func (n *Nginx) Install(ctx context.Context, content []byte) (changed bool, err 
 	if err := os.Rename(cand, n.Config); err != nil {
 		return false, fmt.Errorf("install nginx config: %w", err)
 	}
-	if err := syncDir(filepath.Dir(n.Config)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(n.Config)); err != nil {
 		return false, n.putBack(ctx, old, existed, mode, fmt.Errorf("install nginx config: %w", err))
 	}
 	pid, ok := n.Running()
@@ -135,7 +137,7 @@ func (n *Nginx) Install(ctx context.Context, content []byte) (changed bool, err 
 func (n *Nginx) putBack(ctx context.Context, old []byte, existed bool, mode fs.FileMode, cause error) error {
 	var err error
 	if existed {
-		err = writeFileAtomic(n.Config, old, mode)
+		err = atomicfile.WriteFile(n.Config, old, mode)
 	} else {
 		err = os.Remove(n.Config)
 	}
@@ -382,27 +384,4 @@ func writeTemp(path string, data []byte, mode fs.FileMode) (string, error) {
 		return "", err
 	}
 	return f.Name(), nil
-}
-
-// writeFileAtomic replaces path with data: temp file, fsync, rename, fsync
-// of the directory. A crash leaves either the old or the new file.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := writeTemp(path, data, mode)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Names of the files EnsureSelfSigned keeps in its directory.
@@ -51,10 +53,10 @@ func EnsureSelfSigned(dir string, names []string) (certPath, keyPath string, err
 	}
 	// The key first: a crash between the two writes leaves a pair that does
 	// not match, which the next call replaces.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return "", "", fmt.Errorf("self-signed certificate: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return "", "", fmt.Errorf("self-signed certificate: %w", err)
 	}
 	return certPath, keyPath, nil

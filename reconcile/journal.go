@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Step names a step of a node's rollout. They are written to the journal,
@@ -73,7 +75,7 @@ func (j journal) write(e *entry) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(j.path, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(j.path, data, 0o644); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
 	return nil
@@ -83,45 +85,5 @@ func (j journal) clear() error {
 	if err := os.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("clear journal: %w", err)
 	}
-	return syncDir(filepath.Dir(j.path))
-}
-
-// writeFileAtomic writes data to a temp file beside path, fsyncs it and
-// renames it over path, so readers see the old content or the new, whole.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(filepath.Dir(j.path))
 }

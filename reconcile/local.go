@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
+
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -62,7 +64,7 @@ func (r *FileRegistry) Report(_ context.Context, st Status) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(r.Dir, StatusFile), data, 0o644)
+	return atomicfile.WriteFile(filepath.Join(r.Dir, StatusFile), data, 0o644)
 }
 
 // Halted says whether rev is in the halted file.
@@ -140,5 +142,5 @@ func (r *FileRegistry) write(h map[string]Halt) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(r.Dir, HaltedFile), data, 0o644)
+	return atomicfile.WriteFile(filepath.Join(r.Dir, HaltedFile), data, 0o644)
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
+
 	"github.com/drover-dev/drover/health"
 	"github.com/drover-dev/drover/spec"
 )
@@ -528,7 +530,7 @@ func (n *Node) markHealthy(ok bool) {
 	p := filepath.Join(n.cfg.HealthDir, "up")
 	var err error
 	if ok {
-		err = writeFileAtomic(p, []byte("ok\n"), 0o644)
+		err = atomicfile.WriteFile(p, []byte("ok\n"), 0o644)
 	} else if err = os.Remove(p); errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // syncFiles makes the units directory hold exactly the drover files in want,
@@ -25,7 +27,7 @@ func (s *Systemd) syncFiles(want map[string][]byte) (changed bool, err error) {
 		if cur, err := os.ReadFile(p); err == nil && bytes.Equal(cur, data) {
 			continue
 		}
-		if err := writeAtomic(p, data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
 			return changed, fmt.Errorf("write unit %s: %w", name, err)
 		}
 		s.cfg.Log.Info("unit file written", "unit", name)
@@ -78,7 +80,7 @@ func (s *Systemd) syncFiles(want map[string][]byte) (changed bool, err error) {
 		changed = true
 	}
 	if changed {
-		syncDir(dir)
+		_ = atomicfile.SyncDir(dir)
 	}
 	return changed, nil
 }
@@ -99,37 +101,6 @@ func managed(path string) bool {
 	return line == managedHeader
 }
 
-// writeAtomic replaces path with data: a temporary file in the same
-// directory, synced, then renamed over path.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename there is nothing to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
-}
-
 func symlinkAtomic(target, link string) error {
 	tmp := filepath.Join(filepath.Dir(link), "."+filepath.Base(link)+".tmp")
 	_ = os.Remove(tmp)
@@ -141,11 +112,4 @@ func symlinkAtomic(target, link string) error {
 		return err
 	}
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

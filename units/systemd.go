@@ -18,6 +18,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/drover-dev/drover/health"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/command"
 	"github.com/drover-dev/drover/spec"
 )
@@ -475,7 +476,7 @@ func (s *Systemd) saveRecords() error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	return writeAtomic(p, append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(p, append(b, '\n'), 0o600)
 }
 
 // parseInstance splits drover-<worker>@<port>.service.
