@@ -34,3 +34,5 @@ quickstart:
 quickstart-stop:
 	@if [ -s .quickstart/nginx/nginx.pid ]; then kill -QUIT $$(cat .quickstart/nginx/nginx.pid) 2>/dev/null || true; fi
 	@pkill -f 'bin/drover agent --config examples/node.local.yaml' 2>/dev/null || true
+	@for b in /usr/lib/postgresql/*/bin; do :; done; \
+	  if [ -d .quickstart/pg/data ]; then if [ "$$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups $$b/pg_ctl -D .quickstart/pg/data -m fast stop; else $$b/pg_ctl -D .quickstart/pg/data -m fast stop; fi; fi >/dev/null 2>&1 || true

@@ -197,6 +197,8 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	if rev == cur {
 		if st := n.Status(); st.Step == StepIdle && st.Error != "" {
 			n.setStep(ctx, StepIdle, "", nil) // the repo is reachable again
+		} else if err := n.d.Registry.Report(ctx, st); err != nil {
+			n.log.Warn("report status", "err", err) // when it last polled
 		}
 		return out, nil
 	}

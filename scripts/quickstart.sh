@@ -19,6 +19,22 @@ if [ ! -d "$Q/repo/.git" ]; then
 fi
 bin/drover validate "$Q/repo"
 
+# A throwaway PostgreSQL for the example's migrations, on a unix socket in
+# .quickstart/pg (as the postgres user when run as root).
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PGDIR=$(pwd)/$Q/pg
+PGPORT=54329
+as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+if [ ! -d "$PGDIR/data" ]; then
+  mkdir -p "$PGDIR"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PGDIR"
+  as_pg "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync >"$Q/initdb.log" 2>&1 ||
+    { cat "$Q/initdb.log" >&2; exit 1; }
+fi
+as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w \
+  -o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c port=$PGPORT" start >/dev/null
+echo "postgresql://postgres@/postgres?host=$PGDIR&port=$PGPORT" > "$Q/db.dsn"
+
 agent=""
 stop() {
   # The agent stops its workers; nginx, which it started, is ours to stop.
@@ -26,6 +42,7 @@ stop() {
   if [ -s "$Q/nginx/nginx.pid" ]; then
     kill -QUIT "$(cat "$Q/nginx/nginx.pid")" 2>/dev/null || true
   fi
+  as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
@@ -38,6 +55,7 @@ drover is putting the example live. In another terminal:
   curl -k --resolve api.example.com:8443:127.0.0.1 https://api.example.com:8443/version
   curl http://127.0.0.1:8080/healthz
   bin/drover status --config examples/node.local.yaml
+  bin/drover migrate status --config examples/node.local.yaml
 
 Change the example and watch it roll (the agent polls every 2 s):
 
