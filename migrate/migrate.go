@@ -109,13 +109,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	var errs []error
 	if c.LockTimeout < 0 {
-		errs = append(errs, fmt.Errorf("LockTimeout %v is negative", c.LockTimeout))
+		errs = append(errs, fmt.Errorf("lock timeout %v is negative", c.LockTimeout))
 	}
 	if c.StatementTimeout < 0 {
-		errs = append(errs, fmt.Errorf("StatementTimeout %v is negative", c.StatementTimeout))
+		errs = append(errs, fmt.Errorf("statement timeout %v is negative", c.StatementTimeout))
 	}
 	if parts := strings.Split(c.Table, "."); len(parts) > 2 || slices.Contains(parts, "") {
-		errs = append(errs, fmt.Errorf("Table %q is not name or schema.name", c.Table))
+		errs = append(errs, fmt.Errorf("table %q is not name or schema.name", c.Table))
 	}
 	return c, errors.Join(errs...)
 }
