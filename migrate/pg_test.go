@@ -476,7 +476,7 @@ func testSessionState(t *testing.T, e *env) {
 
 func TestConfigRefusedBeforeConnecting(t *testing.T) {
 	_, err := Open(context.Background(), "postgres://127.0.0.1:1/x", Config{Table: "a.b.c", LockTimeout: -1})
-	if err == nil || !strings.Contains(err.Error(), `Table "a.b.c"`) || !strings.Contains(err.Error(), "LockTimeout") {
+	if err == nil || !strings.Contains(err.Error(), `table "a.b.c"`) || !strings.Contains(err.Error(), "lock timeout") {
 		t.Fatalf("Open = %v", err)
 	}
 }
