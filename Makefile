@@ -32,7 +32,7 @@ quickstart:
 	@bash scripts/quickstart.sh
 
 quickstart-stop:
-	@if [ -s .quickstart/nginx/nginx.pid ]; then kill -QUIT $$(cat .quickstart/nginx/nginx.pid) 2>/dev/null || true; fi
-	@pkill -f 'bin/drover agent --config examples/node.local.yaml' 2>/dev/null || true
+	@if [ -s .quickstart/state/agent.pid ]; then kill $$(cat .quickstart/state/agent.pid) 2>/dev/null || true; sleep 2; fi
 	@for b in /usr/lib/postgresql/*/bin; do :; done; \
 	  if [ -d .quickstart/pg/data ]; then if [ "$$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups $$b/pg_ctl -D .quickstart/pg/data -m fast stop; else $$b/pg_ctl -D .quickstart/pg/data -m fast stop; fi; fi >/dev/null 2>&1 || true
+	@if [ -s .quickstart/nginx/nginx.pid ]; then kill -QUIT $$(cat .quickstart/nginx/nginx.pid) 2>/dev/null || true; fi
