@@ -38,6 +38,7 @@ func (noDrain) Undrain(context.Context) error              { return nil }
 type noMigrations struct{}
 
 func (noMigrations) Migrate(context.Context, string, *spec.Spec, fs.FS) error { return nil }
+func (noMigrations) Check(*spec.Spec, fs.FS) error                            { return nil }
 
 // FileRegistry is the registry of a single node: its status and the halted
 // revisions are JSON files in the state dir, read by `drover status`.

@@ -300,6 +300,9 @@ func (n *Node) prepare(ctx context.Context, rev string) (*spec.Spec, fs.FS, erro
 	if err := spec.CheckTree(specPath(n.cfg.RepoDir), sp, fsys); err != nil {
 		return nil, nil, &badRevisionError{err}
 	}
+	if err := n.d.Migrator.Check(sp, fsys); err != nil {
+		return nil, nil, &badRevisionError{fmt.Errorf("migrations of %s: %w", short(rev), err)}
+	}
 	start := time.Now()
 	if err := n.d.Releases.Prepare(ctx, rev, data, sp, fsys); err != nil {
 		return nil, nil, fmt.Errorf("prepare release %s: %w", short(rev), err)

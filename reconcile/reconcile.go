@@ -85,6 +85,10 @@ type Drainer interface {
 
 // Migrator runs a revision's schema migrations exactly once cluster-wide.
 type Migrator interface {
+	// Check loads and checks rev's migration files without touching the
+	// database, during prepare: a bad file halts the revision before the
+	// node waits for its turn.
+	Check(sp *spec.Spec, fsys fs.FS) error
 	Migrate(ctx context.Context, rev string, sp *spec.Spec, fsys fs.FS) error
 }
 

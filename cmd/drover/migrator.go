@@ -31,6 +31,16 @@ func newMigrator(cfg *spec.Node, log *slog.Logger) reconcile.Migrator {
 	return &dbMigrator{node: cfg, log: log.With("part", "migrate")}
 }
 
+// Check loads the migration files of a revision, as prepare does before the
+// node waits for its turn.
+func (m *dbMigrator) Check(sp *spec.Spec, fsys fs.FS) error {
+	if sp.Migrations == nil {
+		return nil
+	}
+	_, err := migrate.Load(fsys, sp.Migrations.Dir)
+	return err
+}
+
 func (m *dbMigrator) Migrate(ctx context.Context, rev string, sp *spec.Spec, fsys fs.FS) error {
 	if sp.Migrations == nil {
 		return nil

@@ -47,11 +47,25 @@ func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
 		t.Fatal("migration 0001 did not run before A went live")
 	}
 
+	// A file drover cannot load is refused while preparing, before the
+	// node waits for its turn.
+	n.write("repo/migrations/notes.sql", "SELECT 1;\n")
+	bad := n.commit("blog bad", "api bad")
+	n.waitFor("bad file halted", func(st reconcile.Status) bool {
+		return strings.Contains(st.Error, "halted") && strings.Contains(st.Error, "notes.sql")
+	})
+	if strings.Contains(n.logs(), "step=waiting rev="+bad[:12]) {
+		t.Fatal("a revision with a bad migration file went past prepare")
+	}
+	if err := os.Remove(filepath.Join(n.dir, "repo/migrations/notes.sql")); err != nil {
+		t.Fatal(err)
+	}
+
 	// 0002 creates a table, then fails: the whole file rolls back.
 	n.write("repo/migrations/0002_words.sql", "CREATE TABLE words (w text);\nINSERT INTO no_such_table VALUES (1);\n")
 	b := n.commit("blog B", "api B")
 	n.waitFor("B halted", func(st reconcile.Status) bool {
-		return st.Target == b && st.Step == reconcile.StepFailed || strings.Contains(st.Error, "halted")
+		return st.Target == b && st.Step == reconcile.StepFailed || strings.Contains(st.Error, "revision "+b[:12]+" is halted")
 	})
 	if tableExists("words") {
 		t.Fatal("the failed migration left a partial schema (table words)")
@@ -64,7 +78,7 @@ func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
 	}
 	n.serves("blog A", "api A")
 	halted, _ := os.ReadFile(filepath.Join(n.state, reconcile.HaltedFile))
-	if !strings.Contains(string(halted), "0002_words.sql") || !strings.Contains(string(halted), "no_such_table") {
+	if !strings.Contains(string(halted), b) || !strings.Contains(string(halted), "0002_words.sql") || !strings.Contains(string(halted), "no_such_table") {
 		t.Fatalf("the halt does not name the file and the failing statement:\n%s", halted)
 	}
 
