@@ -13,7 +13,9 @@ import (
 
 // dial connects to systemd's private bus at sock the way drover does: a
 // direct connection, EXTERNAL authentication, no Hello (there is no bus
-// daemon in between).
+// daemon in between). It repeats units.DialSystemd on purpose: importing
+// units here would make an import cycle with units' own tests, which use
+// this harness.
 func dial(sock string) (*sddbus.Conn, error) {
 	return sddbus.NewConnection(func() (*dbus.Conn, error) {
 		c, err := dbus.Dial("unix:path=" + sock)
