@@ -147,6 +147,16 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 			return nil, fmt.Errorf("worker %s: %w", w.Name, err)
 		}
 	}
+	// The migrations go with the release, so that `drover migrate` can
+	// read the live revision's files without the git server.
+	if sp.Migrations != nil {
+		if err := mkdir(filepath.Join(b.dir, "db")); err != nil {
+			return nil, err
+		}
+		if err := b.tree(ctx, fsys, "db", "migrations", sp.Migrations.Dir, nil, false); err != nil {
+			return nil, fmt.Errorf("migrations: %w", err)
+		}
+	}
 	for _, w := range sp.Workers {
 		if err := b.install(ctx, &w); err != nil {
 			return nil, err

@@ -143,6 +143,9 @@ func (r *Release) WorkerDir(name string) string { return filepath.Join(r.Dir, "w
 // SpecFile is the drover.yaml that this release was prepared from.
 func (r *Release) SpecFile() string { return filepath.Join(r.Dir, "drover.yaml") }
 
+// MigrationsDir is where the release keeps the spec's migrations dir.
+func (r *Release) MigrationsDir() string { return filepath.Join(r.Dir, "db", "migrations") }
+
 // Open opens (creating it if needed) the release store in stateDir and
 // takes its lock; another Open of the same directory fails until Close.
 func Open(stateDir string, opts Options) (*Store, error) {

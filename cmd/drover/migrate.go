@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/migrate"
 	"github.com/drover-dev/drover/spec"
@@ -172,6 +173,27 @@ func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slo
 	rev, err := liveRevision(node)
 	if err != nil {
 		return nil, err
+	}
+	// Releases keep their migrations (db/migrations); older ones did not,
+	// and are read from the repo instead.
+	release := &artifacts.Release{Rev: rev, Dir: filepath.Join(node.StateDir, "releases", rev)}
+	if _, err := os.Stat(release.MigrationsDir()); err == nil {
+		data, err := os.ReadFile(release.SpecFile())
+		if err != nil {
+			return nil, err
+		}
+		sp, err := spec.Parse(release.SpecFile(), data)
+		if err != nil {
+			return nil, err
+		}
+		if sp.Migrations == nil {
+			return nil, fmt.Errorf("the live revision %s has no migrations section in %s", shortRev(rev), spec.FileName)
+		}
+		ms, err := migrate.Load(os.DirFS(filepath.Dir(release.MigrationsDir())), "migrations")
+		if err != nil {
+			return nil, err
+		}
+		return &migrationSet{rev: rev, desc: rev + " (live on " + node.Name + ")", sp: sp, ms: ms}, nil
 	}
 	repo, err := openCLIRepo(node, log)
 	if err != nil {

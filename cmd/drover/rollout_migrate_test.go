@@ -95,4 +95,13 @@ func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
 	if runs != 2 {
 		t.Fatalf("%d ledger rows, want 2 (each migration once)", runs)
 	}
+	// The release keeps its migrations: migrate status reads the live
+	// revision's files from it, without the git server.
+	if err := os.RemoveAll(n.repo); err != nil {
+		t.Fatal(err)
+	}
+	out := runCLI(t, "migrate", "status", "--config", n.config)
+	if !strings.Contains(out, "2 applied, 0 pending") || !strings.Contains(out, c[:12]) {
+		t.Fatalf("migrate status of the live release:\n%s", out)
+	}
 }
