@@ -55,7 +55,7 @@ func TestHealthEndpoint(t *testing.T) {
 // TestRoutesProxyToWorkers serves a site and two workers: a route on the
 // site's host, a route-only host, a down instance that nginx skips.
 func TestRoutesProxyToWorkers(t *testing.T) {
-	apiPort, metricsPort := freePortPair(t), testsvc.FreePort(t)
+	apiPort, metricsPort := testsvc.FreePorts(t, 2), testsvc.FreePort(t)
 	yaml := appYAML + fmt.Sprintf(`
 workers:
   - name: api

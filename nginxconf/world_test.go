@@ -192,17 +192,3 @@ func backend(t *testing.T, addr string, h http.HandlerFunc) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 }
-
-// freePortPair returns a port p such that p and p+1 were both free.
-func freePortPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		p := testsvc.FreePort(t)
-		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))); err == nil {
-			l.Close()
-			return p
-		}
-	}
-	t.Fatal("no two consecutive free ports")
-	return 0
-}

@@ -79,7 +79,7 @@ func newTestNode(t testing.TB) *testNode {
 	n := &testNode{
 		t: t, dir: dir, repo: filepath.Join(dir, "repo"), state: filepath.Join(dir, "state"),
 		config:    filepath.Join(dir, "node.yaml"),
-		httpsPort: testsvc.FreePort(t), healthPort: testsvc.FreePort(t), apiPort: testsvc.FreePort(t), statusPort: testsvc.FreePort(t),
+		httpsPort: testsvc.FreePort(t), healthPort: testsvc.FreePort(t), apiPort: testsvc.FreePorts(t, 2), statusPort: testsvc.FreePort(t),
 	}
 	n.configure("test", "./repo", "")
 	if err := os.MkdirAll(filepath.Join(dir, "nginx"), 0o755); err != nil {

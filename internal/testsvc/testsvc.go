@@ -48,6 +48,27 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+// FreePorts returns the first of n consecutive free ports (a worker with n
+// instances listens on port, port+1, …).
+func FreePorts(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		base := FreePort(t)
+		ok := true
+		for i := 1; i < n && ok; i++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
+			if ok = err == nil; ok {
+				l.Close()
+			}
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
 // Bin finds a program on PATH or in the sbin and PostgreSQL directories.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
