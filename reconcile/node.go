@@ -291,13 +291,13 @@ func (n *Node) prepare(ctx context.Context, rev string) (*spec.Spec, fs.FS, erro
 	}
 	data, err := fs.ReadFile(fsys, spec.FileName)
 	if err != nil {
-		return nil, nil, &badRevisionError{fmt.Errorf("read %s of %s: %w", specPath(n.cfg.RepoDir), short(rev), err)}
+		return nil, nil, &badRevisionError{fmt.Errorf("read %s of %s: %w", spec.PathIn(n.cfg.RepoDir), short(rev), err)}
 	}
-	sp, err := spec.Parse(specPath(n.cfg.RepoDir), data)
+	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
 	if err != nil {
 		return nil, nil, &badRevisionError{err}
 	}
-	if err := spec.CheckTree(specPath(n.cfg.RepoDir), sp, fsys); err != nil {
+	if err := spec.CheckTree(spec.PathIn(n.cfg.RepoDir), sp, fsys); err != nil {
 		return nil, nil, &badRevisionError{err}
 	}
 	if err := n.d.Migrator.Check(sp, fsys); err != nil {
@@ -312,13 +312,6 @@ func (n *Node) prepare(ctx context.Context, rev string) (*spec.Spec, fs.FS, erro
 	}
 	n.log.Info("prepared", "rev", short(rev), "took", time.Since(start).Round(time.Millisecond))
 	return sp, fsys, nil
-}
-
-func specPath(dir string) string {
-	if dir == "" {
-		return spec.FileName
-	}
-	return dir + "/" + spec.FileName
 }
 
 func (n *Node) backoff(rev string) {
@@ -562,7 +555,7 @@ func (n *Node) restore(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spec.Parse(specPath(n.cfg.RepoDir), data)
+	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
 	if err != nil {
 		return fmt.Errorf("spec of release %s: %w", short(e.From), err)
 	}
@@ -619,7 +612,7 @@ func (n *Node) Recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		sp, err := spec.Parse(specPath(n.cfg.RepoDir), data)
+		sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
 		if err != nil {
 			return err
 		}
@@ -657,7 +650,7 @@ func (n *Node) ensureLive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spec.Parse(specPath(n.cfg.RepoDir), data)
+	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
 	if err != nil {
 		return fmt.Errorf("spec of live release %s: %w", short(cur), err)
 	}

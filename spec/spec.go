@@ -242,6 +242,15 @@ func Parse(file string, data []byte) (*Spec, error) {
 	return &s, nil
 }
 
+// PathIn names drover.yaml in the repo directory dir ("" for the root), as
+// errors show it.
+func PathIn(dir string) string {
+	if dir == "" {
+		return FileName
+	}
+	return dir + "/" + FileName
+}
+
 // InstancePorts returns the port of each instance of w, in order.
 func (w *Worker) InstancePorts() []int {
 	ports := make([]int, w.Instances)

@@ -158,20 +158,13 @@ func makePlan(ctx context.Context, cfg *spec.Node) (*plan, error) {
 func readSpec(dir string, fsys fs.FS) (*spec.Spec, error) {
 	data, err := fs.ReadFile(fsys, spec.FileName)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", specPath(dir), err)
+		return nil, fmt.Errorf("read %s: %w", spec.PathIn(dir), err)
 	}
-	sp, err := spec.Parse(specPath(dir), data)
+	sp, err := spec.Parse(spec.PathIn(dir), data)
 	if err != nil {
 		return nil, err
 	}
-	return sp, spec.CheckTree(specPath(dir), sp, fsys)
-}
-
-func specPath(dir string) string {
-	if dir == "" {
-		return spec.FileName
-	}
-	return dir + "/" + spec.FileName
+	return sp, spec.CheckTree(spec.PathIn(dir), sp, fsys)
 }
 
 // stripSite and stripWorker leave out where the content comes from, so
