@@ -36,20 +36,14 @@ package systemdtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/drover-dev/drover/internal/sysnode"
 )
 
 // Options configures a node.
@@ -75,18 +69,15 @@ type Options struct {
 	TmpfsSize string
 }
 
-// Node is one booted (or prepared) systemd node.
+// Node is one booted (or prepared) systemd node: a sysnode.Node bound to a
+// test.
 type Node struct {
-	t    testing.TB
-	opts Options
-	dir  string // per-node tmpfs: upper, work, root, sock, console.log
-	cg   string // the node's cgroup (v2), root of its cgroup namespace
+	*sysnode.Node
+	t           testing.TB
+	bootTimeout time.Duration
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd     // the launcher (unshare), nil when stopped
-	done   chan struct{} // closed when the launcher exited
-	leader int           // the node's PID 1, as seen from the host
-	conns  []*sddbus.Conn
+	mu    sync.Mutex
+	conns []*sddbus.Conn
 }
 
 // Boot prepares a node and starts it; it fails the test when the node does
@@ -94,10 +85,10 @@ type Node struct {
 func Boot(t testing.TB, opts Options) *Node {
 	t.Helper()
 	n := Prepare(t, opts)
-	ctx, cancel := context.WithTimeout(context.Background(), n.opts.BootTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.bootTimeout)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
-		t.Fatalf("boot node %s: %v", n.opts.Name, err)
+		t.Fatalf("boot node %s: %v", n.Name(), err)
 	}
 	return n
 }
@@ -106,82 +97,97 @@ func Boot(t testing.TB, opts Options) *Node {
 // units and files in place (under Root) before Start.
 func Prepare(t testing.TB, opts Options) *Node {
 	t.Helper()
-	canRun(t)
-	if opts.Name == "" {
-		opts.Name = "node"
+	if err := sysnode.CanRun(); err != nil {
+		// Skip only where the machine cannot run a node at all; a root
+		// test without systemd means `make setup` was not run.
+		if _, statErr := os.Stat("/lib/systemd/systemd"); statErr != nil && os.Geteuid() == 0 {
+			t.Fatalf("systemdtest: %v", err)
+		}
+		t.Skipf("systemdtest: %v", err)
 	}
 	if opts.BootTimeout <= 0 {
 		opts.BootTimeout = 60 * time.Second
-	}
-	if opts.TmpfsSize == "" {
-		opts.TmpfsSize = "512m"
 	}
 	// A short path: Socket() must fit in a sockaddr_un (108 bytes).
 	dir, err := os.MkdirTemp("", "drover-node-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{t: t, opts: opts, dir: dir}
-	t.Cleanup(n.cleanup)
-	if err := n.prepareFS(); err != nil {
-		t.Fatalf("prepare node %s: %v", opts.Name, err)
-	}
-	cg2, err := cgroup2Root()
+	sn, err := sysnode.New(dir, "drover-systemdtest", sysnode.Options{
+		Name: opts.Name, NetNS: opts.NetNS, PrivateNetwork: opts.PrivateNetwork,
+		Enable: opts.Enable, TmpfsSize: opts.TmpfsSize,
+	})
 	if err != nil {
+		os.Remove(dir)
 		t.Fatal(err)
 	}
-	n.cg = filepath.Join(cg2, "drover-systemdtest", filepath.Base(dir))
+	n := &Node{Node: sn, t: t, bootTimeout: opts.BootTimeout}
+	t.Cleanup(n.cleanup)
+	if err := sn.Prepare(); err != nil {
+		t.Fatalf("prepare node %s: %v", sn.Name(), err)
+	}
 	return n
 }
 
-// Root is the node's / as seen from the host.
-func (n *Node) Root() string { return filepath.Join(n.dir, "root") }
-
-// Path is p inside the node, as seen from the host.
-func (n *Node) Path(p string) string { return filepath.Join(n.Root(), p) }
-
-// Socket is the host path of the node's proxied /run/systemd/private.
-func (n *Node) Socket() string { return filepath.Join(n.dir, "sock", "systemd-private") }
-
-// Name is the node's host name.
-func (n *Node) Name() string { return n.opts.Name }
-
-// PID is the node's PID 1 as seen from the host (for nsenter -t), or 0 when
-// the node is not running.
-func (n *Node) PID() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.leader
+// Start boots the node and waits until its systemd reports running (or
+// degraded, after logging the failed units) and the proxied socket answers.
+func (n *Node) Start(ctx context.Context) error {
+	state, err := n.Node.Start(ctx)
+	if err != nil {
+		return err
+	}
+	if state == "degraded" {
+		out, _ := n.Systemctl(ctx, "--failed", "--plain", "--no-legend")
+		n.t.Logf("node %s is degraded; failed units:\n%s", n.Name(), out)
+	}
+	return nil
 }
 
-// Running reports whether the node's systemd is alive.
-func (n *Node) Running() bool {
+// Kill ends the node at once, as a lost server (see sysnode.Node.Kill).
+func (n *Node) Kill() {
+	n.Node.Kill()
+	n.closeConns()
+}
+
+// Poweroff shuts the node down cleanly (see sysnode.Node.Poweroff).
+func (n *Node) Poweroff(ctx context.Context) error {
+	err := n.Node.Poweroff(ctx)
+	n.closeConns()
+	return err
+}
+
+// Dial returns a go-systemd connection to the node's systemd, closed when
+// the node stops or the test ends.
+func (n *Node) Dial(t testing.TB) *sddbus.Conn {
+	t.Helper()
+	c, err := sysnode.Dial(n.Socket())
+	if err != nil {
+		t.Fatalf("dial node %s systemd: %v", n.Name(), err)
+	}
 	n.mu.Lock()
-	done := n.done
+	n.conns = append(n.conns, c)
 	n.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
+	return c
+}
+
+func (n *Node) closeConns() {
+	n.mu.Lock()
+	conns := n.conns
+	n.conns = nil
+	n.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
 	}
 }
+
+// UnitState is what systemd says about a unit.
+type UnitState = sysnode.UnitState
 
 // WriteFile writes data to path inside the node, creating parent
 // directories.
 func (n *Node) WriteFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
-	p := n.Path(path)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
+	if err := n.Node.WriteFile(path, data, mode); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -196,84 +202,11 @@ func (n *Node) CopyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	n.WriteFile(t, dst, data, mode)
 }
 
-// Command makes a command that runs argv inside the node (all of its
-// namespaces, via nsenter).
-func (n *Node) Command(ctx context.Context, argv ...string) *exec.Cmd {
-	pid := n.PID()
-	args := append([]string{"-t", fmt.Sprint(pid), "-a", "--"}, argv...)
-	return exec.CommandContext(ctx, "nsenter", args...)
-}
-
-// Run runs argv inside the node and returns its standard output; the error
-// carries the command line and its standard error.
-func (n *Node) Run(ctx context.Context, argv ...string) (string, error) {
-	if !n.Running() {
-		return "", fmt.Errorf("node %s is not running", n.opts.Name)
+// cleanup stops the node, removes its mounts, cgroup and directory, and
+// fails the test if any of them is left.
+func (n *Node) cleanup() {
+	n.closeConns()
+	if err := n.Destroy(); err != nil {
+		n.t.Errorf("node %s: %v", n.Name(), err)
 	}
-	cmd := n.Command(ctx, argv...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("%s (in node %s): %w: %s", strings.Join(argv, " "), n.opts.Name, err, strings.TrimSpace(stderr.String()))
-	}
-	return string(out), nil
-}
-
-// Systemctl runs systemctl inside the node and returns its trimmed output.
-func (n *Node) Systemctl(ctx context.Context, args ...string) (string, error) {
-	out, err := n.Run(ctx, append([]string{"systemctl", "--no-pager"}, args...)...)
-	return strings.TrimSpace(out), err
-}
-
-// JournalCommand is the argv prefix that runs journalctl inside the node, for
-// code that reads a unit's journal lines by running journalctl.
-func (n *Node) JournalCommand() []string {
-	return []string{"nsenter", "-t", fmt.Sprint(n.PID()), "-a", "--", "journalctl"}
-}
-
-// Journal returns the last lines of unit's journal, or the error text.
-func (n *Node) Journal(unit string, lines int) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out, err := n.Run(ctx, "journalctl", "--no-pager", "-o", "short-precise", "-n", fmt.Sprint(lines), "-u", unit)
-	if err != nil {
-		return err.Error()
-	}
-	return out
-}
-
-func canRun(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("systemdtest: booting a systemd node needs root (mounts, namespaces, cgroups)")
-	}
-	for _, bin := range []string{"unshare", "nsenter", "mount", "umount"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("systemdtest: %s not found (util-linux); cannot boot a systemd node", bin)
-		}
-	}
-	if _, err := os.Stat("/lib/systemd/systemd"); err != nil {
-		t.Fatalf("systemdtest: /lib/systemd/systemd is missing: run `make setup`")
-	}
-	if _, err := cgroup2Root(); err != nil {
-		t.Skipf("systemdtest: %v", err)
-	}
-}
-
-// cgroup2Root finds the cgroup v2 hierarchy (pure v2, or hybrid's unified).
-func cgroup2Root() (string, error) {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(p, &st); err == nil && st.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
-			return p, nil
-		}
-	}
-	return "", errors.New("no cgroup2 hierarchy mounted (looked at /sys/fs/cgroup and /sys/fs/cgroup/unified)")
-}
-
-func randomID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -9,19 +9,21 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/drover-dev/drover/internal/sysnode"
 )
 
 // TestNodeLifecycle boots a node, drives a unit in it, kills it, boots it
 // again on the same disk, powers it off, and checks that the cleanup leaves
 // no process, mount, cgroup or directory behind.
 func TestNodeLifecycle(t *testing.T) {
-	var dir, cg string
+	var sn *sysnode.Node
 	var pids []int
 	t.Run("node", func(t *testing.T) {
 		start := time.Now()
 		n := Boot(t, Options{Name: "n1"})
 		t.Logf("boot took %s", time.Since(start).Round(time.Millisecond))
-		dir, cg = n.dir, n.cg
+		sn = n.Node
 		pids = append(pids, n.PID())
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -104,9 +106,8 @@ RestartSec=100ms
 		pids = append(pids, n.PID())
 	})
 	// The subtest's cleanup has run: nothing of the node may be left.
-	n := &Node{dir: dir, cg: cg}
 	for _, pid := range pids {
-		for _, left := range n.leftovers(pid) {
+		for _, left := range sn.Leftovers(pid) {
 			t.Errorf("left behind: %s", left)
 		}
 	}
@@ -149,11 +150,11 @@ func TestNodesAreSeparate(t *testing.T) {
 			t.Errorf("node %s: /etc/only-a visibility wrong:\n%s", want, out)
 		}
 	}
-	if nodes[0].cg == nodes[1].cg {
+	if nodes[0].Cgroup() == nodes[1].Cgroup() {
 		t.Fatal("two nodes share a cgroup")
 	}
 	for _, n := range nodes {
-		if _, err := os.Stat(n.cg + "/init.scope"); err != nil {
+		if _, err := os.Stat(n.Cgroup() + "/init.scope"); err != nil {
 			t.Errorf("node %s: its systemd did not make init.scope in its own cgroup: %v", n.Name(), err)
 		}
 	}

@@ -1,22 +1,22 @@
-package systemdtest
+package sysnode
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"strconv"
-	"testing"
+	"strings"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 )
 
-// dial connects to systemd's private bus at sock the way drover does: a
+// Dial connects to systemd's private bus at sock the way drover does: a
 // direct connection, EXTERNAL authentication, no Hello (there is no bus
 // daemon in between). It repeats units.DialSystemd on purpose: importing
 // units here would make an import cycle with units' own tests, which use
-// this harness.
-func dial(sock string) (*sddbus.Conn, error) {
+// this package through systemdtest.
+func Dial(sock string) (*sddbus.Conn, error) {
 	return sddbus.NewConnection(func() (*dbus.Conn, error) {
 		c, err := dbus.Dial("unix:path=" + sock)
 		if err != nil {
@@ -30,18 +30,19 @@ func dial(sock string) (*sddbus.Conn, error) {
 	})
 }
 
-// Dial returns a go-systemd connection to the node's systemd, closed when
-// the node stops or the test ends.
-func (n *Node) Dial(t testing.TB) *sddbus.Conn {
-	t.Helper()
-	c, err := dial(n.Socket())
+// SystemState is the node's systemd state (starting, running, degraded, ...).
+func (n *Node) SystemState(ctx context.Context) (string, error) {
+	c, err := Dial(n.Socket())
 	if err != nil {
-		t.Fatalf("dial node %s systemd: %v", n.opts.Name, err)
+		return "", err
 	}
-	n.mu.Lock()
-	n.conns = append(n.conns, c)
-	n.mu.Unlock()
-	return c
+	defer c.Close()
+	p, err := c.SystemStateContext(ctx)
+	if err != nil {
+		return "", err
+	}
+	s, _ := p.Value.Value().(string)
+	return s, nil
 }
 
 // UnitState is what systemd says about a unit.
@@ -60,7 +61,7 @@ func (s UnitState) String() string {
 
 // UnitState reads unit's state over D-Bus.
 func (n *Node) UnitState(ctx context.Context, unit string) (UnitState, error) {
-	c, err := dial(n.Socket())
+	c, err := Dial(n.Socket())
 	if err != nil {
 		return UnitState{}, err
 	}
@@ -73,7 +74,7 @@ func (n *Node) UnitState(ctx context.Context, unit string) (UnitState, error) {
 	s.LoadState, _ = props["LoadState"].(string)
 	s.ActiveState, _ = props["ActiveState"].(string)
 	s.SubState, _ = props["SubState"].(string)
-	if len(unit) > 8 && unit[len(unit)-8:] == ".service" {
+	if strings.HasSuffix(unit, ".service") {
 		sp, err := c.GetUnitTypePropertiesContext(ctx, unit, "Service")
 		if err != nil {
 			return s, fmt.Errorf("unit %s: %w", unit, err)
@@ -102,7 +103,7 @@ func (n *Node) StopUnit(ctx context.Context, unit string) error {
 
 // DaemonReload makes the node's systemd reread unit files.
 func (n *Node) DaemonReload(ctx context.Context) error {
-	c, err := dial(n.Socket())
+	c, err := Dial(n.Socket())
 	if err != nil {
 		return err
 	}
@@ -111,7 +112,7 @@ func (n *Node) DaemonReload(ctx context.Context) error {
 }
 
 func (n *Node) job(ctx context.Context, what, unit string, call func(*sddbus.Conn, chan<- string) (int, error)) error {
-	c, err := dial(n.Socket())
+	c, err := Dial(n.Socket())
 	if err != nil {
 		return err
 	}
