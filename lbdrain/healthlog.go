@@ -187,9 +187,15 @@ func (w *healthWatch) answered(ok bool) []string {
 // LB does not see the node healthy), and nil with a warning if no check was
 // seen at all (not observable: the LB has had its full window). Without a
 // log it waits the window.
+//
+// Checks logged since `since` count toward success, but the window always
+// runs from now: when since is in the past (a node that was never drained,
+// or undrained before a restart), the checks of that past may predate the
+// node turning healthy (nginx's health endpoint answers 503 until the
+// release is verified), and must not fail it.
 func waitSeenHealthy(ctx context.Context, logPath string, since time.Time, threshold int, window time.Duration, log *slog.Logger) error {
 	start := time.Now()
-	timer := time.NewTimer(time.Until(since.Add(window)))
+	timer := time.NewTimer(window)
 	defer timer.Stop()
 	if logPath == "" {
 		select {

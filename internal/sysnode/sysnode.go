@@ -178,7 +178,7 @@ func (n *Node) Attach() bool {
 // Prepared reports whether the node's file system is mounted and set up.
 func (n *Node) Prepared() bool {
 	_, err := os.Stat(filepath.Join(n.dir, ".prepared"))
-	return err == nil && slices.Contains(mountsUnder(n.dir), n.Root())
+	return err == nil && slices.Contains(MountsUnder(n.dir), n.Root())
 }
 
 // Prepare mounts the node's tmpfs and overlay root and writes the files that
@@ -413,7 +413,7 @@ func (n *Node) Kill() {
 		// No PID 1 found yet (or it ignored us): end everything in the
 		// node's cgroup, the launcher included, whose --kill-child takes
 		// the node with it.
-		_ = removeCgroup(n.cg)
+		_ = RemoveCgroup(n.cg)
 		n.waitGone(5 * time.Second)
 	}
 	n.stopped()
@@ -459,7 +459,7 @@ func (n *Node) stopped() {
 	n.mu.Lock()
 	n.done, n.leader = nil, 0
 	n.mu.Unlock()
-	_ = removeCgroup(n.cg)
+	_ = RemoveCgroup(n.cg)
 }
 
 // ConsoleTail is the end of the node's console output (systemd's boot log).
@@ -486,7 +486,7 @@ func (n *Node) Destroy() error {
 	if err := os.RemoveAll(n.dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeCgroup(n.cg); err != nil {
+	if err := RemoveCgroup(n.cg); err != nil {
 		errs = append(errs, err)
 	}
 	_ = syscall.Rmdir(filepath.Dir(n.cg)) // the shared group; fails while other nodes run
@@ -508,7 +508,7 @@ func (n *Node) Leftovers(leader int) []string {
 			left = append(left, "cgroup "+n.cg)
 		}
 	}
-	for _, m := range mountsUnder(n.dir) {
+	for _, m := range MountsUnder(n.dir) {
 		left = append(left, "mount "+m)
 	}
 	if _, err := os.Stat(n.dir); err == nil {
@@ -638,9 +638,9 @@ func nsPID(pid int) int {
 	return 0
 }
 
-// removeCgroup kills what is left in the cgroup tree cg (by PID: only
+// RemoveCgroup kills what is left in the cgroup tree cg (by PID: only
 // processes of this node's tree) and removes its directories, deepest first.
-func removeCgroup(cg string) error {
+func RemoveCgroup(cg string) error {
 	if _, err := os.Stat(cg); err != nil {
 		return nil
 	}
@@ -690,7 +690,7 @@ func mount(source, target, fstype, data string) error {
 func unmount(target string) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if !slices.Contains(mountsUnder(target), target) {
+		if !slices.Contains(MountsUnder(target), target) {
 			return nil
 		}
 		err := syscall.Unmount(target, 0)
@@ -704,8 +704,8 @@ func unmount(target string) error {
 	}
 }
 
-// mountsUnder lists the host's mount points at or below dir.
-func mountsUnder(dir string) []string {
+// MountsUnder lists the host's mount points at or below dir.
+func MountsUnder(dir string) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil

@@ -1,0 +1,97 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// repoUp makes the forge's bare config repo from examples/config, and the
+// user's clone of it (Work) whose origin is the forge over HTTP.
+func (l *Lab) repoUp(ctx context.Context) error {
+	bare := filepath.Join(l.cfg.Dir, "git", "config.git")
+	if err := os.MkdirAll(filepath.Dir(bare), 0o755); err != nil {
+		return err
+	}
+	if _, err := Git(ctx, "", "init", "-q", "--bare", "-b", "main", bare); err != nil {
+		return err
+	}
+	if _, err := Git(ctx, bare, "config", "http.receivepack", "true"); err != nil {
+		return err
+	}
+	work := l.cfg.Work
+	if _, err := os.Stat(work); err == nil {
+		return fmt.Errorf("the lab's clone %s exists: move it away or remove it (make demo-stop keeps your changes there)", work)
+	}
+	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "cp", "-a", filepath.Join(l.cfg.Source, "examples", "config"), work).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy examples/config: %w: %s", err, out)
+	}
+	steps := [][]string{
+		{"init", "-q", "-b", "main"},
+		{"config", "user.name", "drover lab"},
+		{"config", "user.email", "lab@drover.example"},
+		{"add", "-A"},
+		{"commit", "-q", "-m", "The example platform"},
+		{"push", "-q", bare, "main"},
+		{"remote", "add", "origin", l.RepoURL()},
+		{"config", "branch.main.remote", "origin"},
+		{"config", "branch.main.merge", "refs/heads/main"},
+	}
+	for _, s := range steps {
+		if _, err := Git(ctx, work, s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Git runs git in dir and returns its trimmed output.
+func Git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("git %s (in %s): %w: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Commit writes files (path relative to the clone → content; "" deletes)
+// into the user's clone, commits them and pushes to the forge. It returns
+// the new revision.
+func (l *Lab) Commit(ctx context.Context, msg string, files map[string]string) (string, error) {
+	for p, content := range files {
+		full := filepath.Join(l.cfg.Work, p)
+		if content == "" {
+			if err := os.Remove(full); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	for _, s := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", msg}, {"push", "-q", "origin", "main"}} {
+		if _, err := Git(ctx, l.cfg.Work, s...); err != nil {
+			return "", err
+		}
+	}
+	return Git(ctx, l.cfg.Work, "rev-parse", "HEAD")
+}
+
+// ReadWork reads a file of the user's clone.
+func (l *Lab) ReadWork(p string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(l.cfg.Work, p))
+	return string(b), err
+}
