@@ -4,17 +4,26 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test lint setup bench quickstart quickstart-stop clean
+.PHONY: build test unit e2e lint setup bench demo demo-stop quickstart quickstart-stop clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/drover ./cmd/drover
+	$(GO) build -trimpath -o bin/drover-lab ./e2e/cmd/drover-lab
 
 setup:
 	@bash scripts/setup.sh
 
-test: setup
+# Everything CI runs: the package tests, then the end-to-end scenarios on
+# a 3-node cluster (needs root: namespaces, mounts, cgroups).
+test: unit e2e
+
+unit: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+
+e2e: setup
+	$(GO) vet -tags e2e ./e2e/
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 lint:
 	$(GO) vet ./...
@@ -27,7 +36,17 @@ bench: setup
 clean:
 	rm -rf bin
 
-# The README's first command: drover's agent on the shipped example.
+# The README's first command: the example platform on a 3-node cluster on
+# this machine (e2e/lab), with a git forge to push changes to.
+demo: setup build
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make demo needs root (network namespaces, mounts, cgroups): sudo make demo" >&2; exit 1; fi
+	bin/drover-lab up --work .demo/config
+
+demo-stop:
+	@if [ -x bin/drover-lab ]; then bin/drover-lab down; else $(GO) run ./e2e/cmd/drover-lab down; fi
+	rm -rf .demo
+
+# drover's agent alone on this machine, without root or a cluster.
 quickstart:
 	@bash scripts/quickstart.sh
 

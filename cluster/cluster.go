@@ -208,6 +208,23 @@ type Cluster struct {
 	wg      sync.WaitGroup
 }
 
+// redisLog sends go-redis's own log lines (failed dials, Sentinel's view of
+// the master) to the agent's log instead of stderr, where they interleave
+// unstructured with the journal and with `drover status`. go-redis has one
+// logger per process, so the first Open with a logger sets it.
+type redisLog struct{ log *slog.Logger }
+
+var redisLogOnce sync.Once
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "new master") {
+		r.log.Info("redis: "+msg, "part", "redis")
+		return
+	}
+	r.log.Debug("redis: "+msg, "part", "redis")
+}
+
 // Open connects to Redis as node, reading secrets from their files. It fails
 // unless a quorum of the masters (the one server, or Sentinel's master)
 // answers.
@@ -225,6 +242,8 @@ func Open(ctx context.Context, cfg Config, node string, log *slog.Logger) (*Clus
 	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	} else {
+		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
 	}
 	password, err := readSecret(cfg.PasswordFile)
 	if err != nil {

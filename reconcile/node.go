@@ -458,7 +458,8 @@ func (n *Node) apply(ctx context.Context, rev string, sp *spec.Spec) error {
 		return fmt.Errorf("switch release: %w", err)
 	}
 	// Workers first: nginx's new upstreams must exist when it reloads.
-	if err := n.d.Supervisor.Apply(ctx, sp.Workers, n.cfg.LiveDir); err != nil {
+	// Each instance gets the rollout's healthTimeout to become healthy.
+	if err := n.d.Supervisor.Apply(health.WithBudget(ctx, sp.Rollout.HealthTimeout.D()), sp.Workers, n.cfg.LiveDir); err != nil {
 		return fmt.Errorf("workers: %w", err)
 	}
 	if err := n.d.Web.Apply(ctx, sp); err != nil {
@@ -654,7 +655,7 @@ func (n *Node) ensureLive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("spec of live release %s: %w", short(cur), err)
 	}
-	if err := n.d.Supervisor.Apply(ctx, sp.Workers, n.cfg.LiveDir); err != nil {
+	if err := n.d.Supervisor.Apply(health.WithBudget(ctx, sp.Rollout.HealthTimeout.D()), sp.Workers, n.cfg.LiveDir); err != nil {
 		n.markHealthy(false)
 		n.setStep(ctx, StepFailed, cur, err)
 		return fmt.Errorf("workers of live release %s: %w", short(cur), err)

@@ -174,13 +174,18 @@ func (c Config) settle(ctx context.Context, check health.Check, start time.Time,
 	}
 }
 
-// instanceContext bounds one instance's wait by InstanceTimeout unless ctx
+// instanceContext bounds one instance's wait by the health budget of ctx
+// (the rollout's healthTimeout), else InstanceTimeout, unless ctx
 // ends earlier.
 func (c Config) instanceContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < c.InstanceTimeout {
+	timeout := c.InstanceTimeout
+	if d, ok := health.Budget(ctx); ok {
+		timeout = d // the rollout's healthTimeout, per instance
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(ctx, c.InstanceTimeout)
+	return context.WithTimeout(ctx, timeout)
 }
 
 var workerNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)

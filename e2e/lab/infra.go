@@ -339,8 +339,8 @@ backend nodes
     http-check expect status 200
     default-server inter %dms fall %d rise %d
 `, l.HAProxySocket(), l.InfraIP(), portLB, checkInterval.Milliseconds(), checkFall, checkRise)
-	for i, n := range l.cfg.Nodes {
-		fmt.Fprintf(&b, "    server %s %s:%d ssl verify none check port %d no-check-ssl\n", n, l.ip(11+i), httpsPort, healthPort)
+	for i, n := range l.cfg.all() {
+		fmt.Fprintf(&b, "    server %s %s:%d ssl verify none sni req.hdr(host),field(1,:) check port %d no-check-ssl\n", n, l.ip(11+i), httpsPort, healthPort)
 	}
 	return b.String()
 }

@@ -46,6 +46,9 @@ type Config struct {
 	Net string `json:"net"`
 	// Nodes are the nodes' names; default n1 n2 n3.
 	Nodes []string `json:"nodes"`
+	// Spares are more nodes, networked and in the load balancer's backend
+	// (down) but not booted by Up: empty servers a test starts later.
+	Spares []string `json:"spares"`
 	// Source is a drover checkout: examples/config seeds the config repo,
 	// examples/systemd/drover.service runs the agent. Default: found by
 	// walking up from the working directory to go.mod.
@@ -139,13 +142,16 @@ func (c *Config) defaults() error {
 	if len(c.Prefix)+1+len("infra") > 15 {
 		return fmt.Errorf("lab prefix %q is too long for interface names (15 bytes)", c.Prefix)
 	}
-	for _, n := range c.Nodes {
+	for _, n := range c.all() {
 		if len(c.Prefix)+1+len(n) > 15 {
 			return fmt.Errorf("node name %q with prefix %q is too long for an interface name", n, c.Prefix)
 		}
 	}
 	return nil
 }
+
+// all are the nodes and the spares.
+func (c *Config) all() []string { return append(append([]string(nil), c.Nodes...), c.Spares...) }
 
 // findSource walks up from the working directory to drover's go.mod.
 func findSource() (string, error) {
@@ -175,7 +181,7 @@ func New(cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{cfg: cfg, nodes: map[string]*Node{}}
-	for i, name := range cfg.Nodes {
+	for i, name := range cfg.all() {
 		n, err := l.newNode(name, i)
 		if err != nil {
 			return nil, err
@@ -254,10 +260,10 @@ func (l *Lab) RepoURL() string { return fmt.Sprintf("http://%s:%d/config.git", l
 // Work is the user's clone of the config repo.
 func (l *Lab) Work() string { return l.cfg.Work }
 
-// Nodes lists the nodes in order.
+// Nodes lists the nodes in order, spares last.
 func (l *Lab) Nodes() []*Node {
 	var out []*Node
-	for _, name := range l.cfg.Nodes {
+	for _, name := range l.cfg.all() {
 		out = append(out, l.nodes[name])
 	}
 	return out
@@ -303,10 +309,13 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if err := l.netUp(); err != nil {
 		return err
 	}
-	for _, n := range l.Nodes() {
+	var boot []*Node
+	for _, name := range l.cfg.Nodes {
+		n := l.nodes[name]
 		if err := n.prepare(); err != nil {
 			return err
 		}
+		boot = append(boot, n)
 	}
 	// The repo before the forge: the forge's first look at the branch is
 	// its baseline, not a push.
@@ -318,12 +327,12 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	// Nodes boot in parallel: each systemd takes a few seconds of mostly
 	// waiting.
-	errc := make(chan error, len(l.nodes))
-	for _, n := range l.Nodes() {
+	errc := make(chan error, len(boot))
+	for _, n := range boot {
 		go func() { errc <- n.Start(ctx) }()
 	}
 	var errs []error
-	for range l.nodes {
+	for range boot {
 		errs = append(errs, <-errc)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -337,10 +346,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 // the error lists whatever is left.
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
-	var nodes []*Node
-	for _, n := range l.Nodes() {
-		nodes = append(nodes, n)
-	}
+	nodes := l.Nodes()
 	done := make(chan error, len(nodes))
 	for _, n := range nodes {
 		go func() { done <- n.destroy(ctx) }()

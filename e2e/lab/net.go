@@ -16,7 +16,7 @@ func (l *Lab) netns(name string) string { return l.cfg.Prefix + "-" + name }
 
 func (l *Lab) netnsNames() []string {
 	out := []string{l.netns("infra")}
-	for _, n := range l.cfg.Nodes {
+	for _, n := range l.cfg.all() {
 		out = append(out, l.netns(n))
 	}
 	return out
@@ -46,7 +46,7 @@ func (l *Lab) netUp() error {
 	if err := l.netnsUp("infra", 2); err != nil {
 		return err
 	}
-	for i, n := range l.cfg.Nodes {
+	for i, n := range l.cfg.all() {
 		if err := l.netnsUp(n, 11+i); err != nil {
 			return err
 		}

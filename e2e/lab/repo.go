@@ -24,7 +24,7 @@ func (l *Lab) repoUp(ctx context.Context) error {
 	}
 	work := l.cfg.Work
 	if _, err := os.Stat(work); err == nil {
-		return fmt.Errorf("the lab's clone %s exists: move it away or remove it (make demo-stop keeps your changes there)", work)
+		return fmt.Errorf("the lab's clone %s exists: move it away or remove it (make demo-stop removes the demo's)", work)
 	}
 	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
 		return err
