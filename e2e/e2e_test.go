@@ -70,7 +70,7 @@ func TestCluster(t *testing.T) {
 }
 
 // startLab builds drover and drover-lab and starts a lab with a spare node.
-func startLab(t *testing.T) *lab.Lab {
+func startLab(t testing.TB) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the e2e lab needs root (namespaces, mounts, cgroups)")
@@ -79,7 +79,7 @@ func startLab(t *testing.T) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := t.TempDir()
+	bin := t.TempDir() // removed at the end of the test
 	for _, b := range [][2]string{{"drover", "./cmd/drover"}, {"drover-lab", "./e2e/cmd/drover-lab"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b[0]), b[1])
 		cmd.Dir = src
@@ -379,7 +379,7 @@ func scenarioNewNode(t *testing.T, l *lab.Lab) {
 
 // --- helpers ---------------------------------------------------------------
 
-func commit(t *testing.T, l *lab.Lab, msg string, files map[string]string) string {
+func commit(t testing.TB, l *lab.Lab, msg string, files map[string]string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -393,7 +393,7 @@ func commit(t *testing.T, l *lab.Lab, msg string, files map[string]string) strin
 
 // commitBehindForge commits a blog change and pushes it straight into the
 // forge's bare repo on disk.
-func commitBehindForge(t *testing.T, l *lab.Lab, msg, marker string) string {
+func commitBehindForge(t testing.TB, l *lab.Lab, msg, marker string) string {
 	t.Helper()
 	ctx := context.Background()
 	p := filepath.Join(l.Work(), "sites/blog/index.html")
@@ -418,7 +418,7 @@ func commitBehindForge(t *testing.T, l *lab.Lab, msg, marker string) string {
 	return rev
 }
 
-func read(t *testing.T, l *lab.Lab, p string) string {
+func read(t testing.TB, l *lab.Lab, p string) string {
 	t.Helper()
 	s, err := l.ReadWork(p)
 	if err != nil {
@@ -428,7 +428,7 @@ func read(t *testing.T, l *lab.Lab, p string) string {
 }
 
 // setVersion sets the feedback API's version constant.
-func setVersion(t *testing.T, src, v string) string {
+func setVersion(t testing.TB, src, v string) string {
 	t.Helper()
 	i := strings.Index(src, `const version = "`)
 	if i < 0 {
@@ -440,7 +440,7 @@ func setVersion(t *testing.T, src, v string) string {
 
 // waitConverged waits until every running node is live on rev, idle, and
 // in the load balancer.
-func waitConverged(t *testing.T, l *lab.Lab, rev string, d time.Duration) {
+func waitConverged(t testing.TB, l *lab.Lab, rev string, d time.Duration) {
 	t.Helper()
 	waitFor(t, d, "all nodes on "+rev[:12]+" and in the load balancer", func() bool {
 		servers, err := l.LBServers(context.Background())
@@ -469,7 +469,7 @@ func waitConverged(t *testing.T, l *lab.Lab, rev string, d time.Duration) {
 }
 
 // waitAllOn waits until every running node is live on rev and in the LB.
-func waitAllOn(t *testing.T, l *lab.Lab, rev string, d time.Duration) {
+func waitAllOn(t testing.TB, l *lab.Lab, rev string, d time.Duration) {
 	t.Helper()
 	waitFor(t, d, "all nodes back on "+rev[:12], func() bool {
 		servers, err := l.LBServers(context.Background())
@@ -485,7 +485,7 @@ func waitAllOn(t *testing.T, l *lab.Lab, rev string, d time.Duration) {
 	})
 }
 
-func waitHalted(t *testing.T, l *lab.Lab, rev string, d time.Duration) string {
+func waitHalted(t testing.TB, l *lab.Lab, rev string, d time.Duration) string {
 	t.Helper()
 	var reason string
 	waitFor(t, d, rev[:12]+" halted", func() bool {
@@ -498,7 +498,7 @@ func waitHalted(t *testing.T, l *lab.Lab, rev string, d time.Duration) string {
 	return reason
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -523,7 +523,7 @@ func statusText(l *lab.Lab) string {
 }
 
 // masterService names the infra service that is the Redis master now.
-func masterService(t *testing.T, l *lab.Lab) string {
+func masterService(t testing.TB, l *lab.Lab) string {
 	t.Helper()
 	out, err := exec.Command("redis-cli", "-h", l.InfraIP(), "-p", strings.Split(l.SentinelAddrs()[0], ":")[1],
 		"sentinel", "get-master-addr-by-name", l.MasterName()).Output()
@@ -536,7 +536,7 @@ func masterService(t *testing.T, l *lab.Lab) string {
 	return "redis"
 }
 
-func queryInt(t *testing.T, l *lab.Lab, q string) int {
+func queryInt(t testing.TB, l *lab.Lab, q string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -572,7 +572,7 @@ func fetch(n *lab.Node, host, path string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
-func get(t *testing.T, n *lab.Node, host, path string) string {
+func get(t testing.TB, n *lab.Node, host, path string) string {
 	t.Helper()
 	code, body, err := fetch(n, host, path)
 	if err != nil || code != 200 {

@@ -1,0 +1,284 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/e2e/lab"
+)
+
+var idleFor = flag.Duration("idle", 10*time.Minute, "BenchmarkIdleAgent: how long to watch idle agents")
+
+// BenchmarkRollout pushes worker changes to the 3-node lab under the load
+// of 300 clients and measures, per rollout: push (webhook) → last node
+// converged; per node, the drained window (leaving the LB → back in it)
+// against its floor, the parts drover waits on and cannot shorten: the LB's
+// detection of the drain, each worker instance's restart until healthy,
+// the release's health checks and soak, and the LB's detection of the
+// node's return; and the requests served and failed.
+func BenchmarkRollout(b *testing.B) {
+	l := startLab(b)
+	ctx := context.Background()
+	initial, err := lab.Git(ctx, l.Work(), "rev-parse", "HEAD")
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitConverged(b, l, initial, 3*time.Minute)
+	const rollouts = 3
+	var windows, floors, converge []time.Duration
+	var requests, failed int64
+	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
+	b.ResetTimer()
+	for i := range rollouts {
+		src := read(b, l, "workers/feedback-api/server.js")
+		pushed := time.Now()
+		rev := commit(b, l, fmt.Sprintf("feedback-api v%d", 10+i), map[string]string{
+			"workers/feedback-api/server.js": setVersion(b, src, strconv.Itoa(10+i)),
+		})
+		waitConverged(b, l, rev, 5*time.Minute)
+		took := time.Since(pushed)
+		converge = append(converge, took)
+		for _, n := range l.Nodes() {
+			if !n.Running() {
+				continue
+			}
+			w, err := drainedWindow(n, rev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("rollout %d %s: %s", i+1, n.Name(), w)
+			windows = append(windows, w.window)
+			floors = append(floors, w.floor())
+		}
+		b.Logf("rollout %d: push → 3 nodes converged in %s", i+1, took.Round(time.Millisecond))
+	}
+	b.StopTimer()
+	res := load.Stop()
+	requests, failed = res.Requests, res.Failed
+	b.Logf("load over the %d rollouts: %s", rollouts, res)
+	win, flo := sum(windows), sum(floors)
+	b.ReportMetric(mean(converge).Seconds(), "s/converge")
+	b.ReportMetric(mean(windows).Seconds(), "s/window")
+	b.ReportMetric(mean(floors).Seconds(), "s/floor")
+	b.ReportMetric(100*(win-flo).Seconds()/win.Seconds(), "%overhead")
+	b.ReportMetric(float64(requests), "requests")
+	b.ReportMetric(float64(failed), "failed")
+}
+
+func sum(ds []time.Duration) (t time.Duration) {
+	for _, d := range ds {
+		t += d
+	}
+	return t
+}
+
+func mean(ds []time.Duration) time.Duration { return sum(ds) / time.Duration(max(len(ds), 1)) }
+
+// window is one node's drained window for one revision, from its agent's
+// log (journald keeps each line's own timestamp in time=).
+type window struct {
+	window  time.Duration // draining → idle
+	drain   time.Duration // draining → switching: waiting for the LB to see the drain
+	workers time.Duration // sum of the worker instances' restart-until-healthy
+	verify  time.Duration // verifying → undraining: health checks and soak
+	undrain time.Duration // undraining → idle: waiting for the LB to see it back
+}
+
+func (w window) floor() time.Duration { return w.drain + w.workers + w.verify + w.undrain }
+
+func (w window) String() string {
+	return fmt.Sprintf("window %s = drain %s + workers %s + verify %s + undrain %s + drover %s",
+		w.window.Round(time.Millisecond), w.drain.Round(time.Millisecond), w.workers.Round(time.Millisecond),
+		w.verify.Round(time.Millisecond), w.undrain.Round(time.Millisecond), (w.window - w.floor()).Round(time.Millisecond))
+}
+
+func drainedWindow(n *lab.Node, rev string) (window, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, "journalctl", "-u", "drover", "-o", "cat", "--no-pager", "-n", "400")
+	if err != nil {
+		return window{}, err
+	}
+	steps := map[string]time.Time{}
+	var w window
+	short := rev[:12]
+	var switching, verifying bool
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		f := logfmt(sc.Text())
+		at, err := time.Parse(time.RFC3339Nano, f["time"])
+		if err != nil {
+			continue
+		}
+		switch {
+		case f["msg"] == "step" && f["rev"] == short:
+			steps[f["step"]] = at
+			switching = f["step"] == "switching"
+			verifying = f["step"] == "verifying"
+		case f["msg"] == "worker instance restarted and healthy" && switching && !verifying:
+			d, err := time.ParseDuration(f["took"])
+			if err == nil {
+				w.workers += d
+			}
+		}
+	}
+	for _, s := range []string{"draining", "switching", "verifying", "undraining", "idle"} {
+		if steps[s].IsZero() {
+			return w, fmt.Errorf("%s: no %s step for %s in the agent's log", n.Name(), s, short)
+		}
+	}
+	w.window = steps["idle"].Sub(steps["draining"])
+	w.drain = steps["switching"].Sub(steps["draining"])
+	w.verify = steps["undraining"].Sub(steps["verifying"])
+	w.undrain = steps["idle"].Sub(steps["undraining"])
+	return w, nil
+}
+
+// logfmt splits a slog text line into its keys' values.
+func logfmt(line string) map[string]string {
+	out := map[string]string{}
+	for len(line) > 0 {
+		line = strings.TrimLeft(line, " ")
+		eq := strings.IndexByte(line, '=')
+		if eq < 0 {
+			break
+		}
+		key, rest := line[:eq], line[eq+1:]
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			if v, err := strconv.QuotedPrefix(rest); err == nil {
+				val, _ = strconv.Unquote(v)
+				rest = rest[len(v):]
+			}
+		} else if sp := strings.IndexByte(rest, ' '); sp >= 0 {
+			val, rest = rest[:sp], rest[sp:]
+		} else {
+			val, rest = rest, ""
+		}
+		out[key] = val
+		line = rest
+	}
+	return out
+}
+
+// BenchmarkIdleAgent watches the agents of a converged lab for -idle
+// (default 10 minutes, the agents polling every 10 s): each agent's RSS at
+// the end, and its CPU use over the period, from /proc of its process.
+func BenchmarkIdleAgent(b *testing.B) {
+	l := startLab(b)
+	ctx := context.Background()
+	initial, err := lab.Git(ctx, l.Work(), "rev-parse", "HEAD")
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitConverged(b, l, initial, 3*time.Minute)
+	type sample struct {
+		pid  int
+		cpu  time.Duration
+		at   time.Time
+		name string
+	}
+	var start []sample
+	for _, n := range l.Nodes() {
+		if !n.Running() {
+			continue
+		}
+		pid, err := agentPID(n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = append(start, sample{pid: pid, cpu: cpuTime(b, pid), at: time.Now(), name: n.Name()})
+	}
+	b.ResetTimer()
+	time.Sleep(*idleFor)
+	b.StopTimer()
+	var rssSum, cpuSum float64
+	for _, s := range start {
+		rss, anon, file := rssOf(b, s.pid)
+		cpu := cpuTime(b, s.pid) - s.cpu
+		pct := 100 * cpu.Seconds() / time.Since(s.at).Seconds()
+		b.Logf("%s agent after %s idle: RSS %.1f MB (anon %.1f, file %.1f), CPU %.3f%% of a core", s.name, *idleFor, rss, anon, file, pct)
+		rssSum += rss
+		cpuSum += pct
+	}
+	b.ReportMetric(rssSum/float64(len(start)), "MB-RSS")
+	b.ReportMetric(cpuSum/float64(len(start)), "%CPU")
+}
+
+// agentPID is the host PID of a node's drover agent: systemd's MainPID is
+// in the node's PID namespace, so look it up among the node's processes.
+func agentPID(n *lab.Node) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, "systemctl", "show", "-p", "MainPID", "--value", "drover.service")
+	if err != nil {
+		return 0, err
+	}
+	inner, _ := strconv.Atoi(strings.TrimSpace(out))
+	procs, err := os.ReadFile(n.Sys().Cgroup() + "/system.slice/drover.service/cgroup.procs")
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range strings.Fields(string(procs)) {
+		pid, _ := strconv.Atoi(f)
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				ids := strings.Fields(rest)
+				if ids[len(ids)-1] == strconv.Itoa(inner) {
+					return pid, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("%s: agent (MainPID %d) not found among %q", n.Name(), inner, procs)
+}
+
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func rssOf(tb testing.TB, pid int) (rss, anon, file float64) {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "RssAnon:":
+			anon = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
+		}
+	}
+	return rss, anon, file
+}
