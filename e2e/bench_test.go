@@ -86,7 +86,7 @@ func mean(ds []time.Duration) time.Duration { return sum(ds) / time.Duration(max
 // window is one node's drained window for one revision, from its agent's
 // log (journald keeps each line's own timestamp in time=).
 type window struct {
-	window  time.Duration // draining → idle
+	window  time.Duration // draining → the revision live (undrained, lock released)
 	drain   time.Duration // draining → switching: waiting for the LB to see the drain
 	workers time.Duration // sum of the worker instances' restart-until-healthy
 	verify  time.Duration // verifying → undraining: health checks and soak
@@ -124,6 +124,8 @@ func drainedWindow(n *lab.Node, rev string) (window, error) {
 			steps[f["step"]] = at
 			switching = f["step"] == "switching"
 			verifying = f["step"] == "verifying"
+		case f["msg"] == "revision live" && f["rev"] == short:
+			steps["idle"] = at // the idle step is logged without a revision
 		case f["msg"] == "worker instance restarted and healthy" && switching && !verifying:
 			d, err := time.ParseDuration(f["took"])
 			if err == nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // The lab's network: a bridge on the host holding NET.1, and for the infra
@@ -86,12 +87,23 @@ func (l *Lab) netDown() error {
 			}
 		}
 	}
+	// A namespace's veth pair goes with it, but the host's end may take a
+	// moment to disappear: wait for it before deleting it by hand.
+	deadline := time.Now().Add(3 * time.Second)
 	for _, link := range l.linkNames() {
-		if _, err := os.Stat("/sys/class/net/" + link); err == nil {
-			if err := ip("link", "del", link); err != nil {
+		for link != l.bridge() && exists(link) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if exists(link) {
+			if err := ip("link", "del", link); err != nil && exists(link) {
 				last = err
 			}
 		}
 	}
 	return last
+}
+
+func exists(link string) bool {
+	_, err := os.Stat("/sys/class/net/" + link)
+	return err == nil
 }

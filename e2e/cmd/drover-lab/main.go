@@ -133,17 +133,17 @@ The lab runs: %d nodes behind HAProxy at http://%s
   The sites, through the load balancer:
     curl -H 'Host: blog.example.com' http://%s/
     curl -H 'Host: app.example.com'  http://%s/api/version
-  The cluster, as drover sees it:
-    %s status
+  The nodes, the load balancer's view and drover's cluster status:
+    %s
   Roll out a change: edit your clone of the config repo and push it;
   the forge sends a webhook and the nodes update one at a time:
     cd %s
     sed -i 's/const version = "1"/const version = "2"/' workers/feedback-api/server.js
     git commit -qam "feedback-api v2" && git push -q
-    watch -n1 %s status
+    watch -n1 %s
   A node's agent log:   %s exec n1 journalctl -fu drover
   Stop it all:          make demo-stop
-`, len(l.Nodes()), lb, host, host, labCmd("exec n1 drover status"), l.Work(), labCmd("exec n1 drover status"), labCmd(""))
+`, len(l.Nodes()), lb, host, host, labCmd("status"), l.Work(), labCmd("status"), labCmd(""))
 }
 
 func labCmd(sub string) string {
