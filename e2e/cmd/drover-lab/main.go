@@ -129,6 +129,7 @@ func printWelcome(out io.Writer, l *lab.Lab) {
 	host, _, _ := net.SplitHostPort(lb)
 	fmt.Fprintf(out, `
 The lab runs: %d nodes behind HAProxy at http://%s
+The agents are putting the example live, one node at a time (about a minute).
 
   The sites, through the load balancer:
     curl -H 'Host: blog.example.com' http://%s/
