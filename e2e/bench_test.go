@@ -26,13 +26,8 @@ var idleFor = flag.Duration("idle", 10*time.Minute, "BenchmarkIdleAgent: how lon
 // the release's health checks and soak, and the LB's detection of the
 // node's return; and the requests served and failed.
 func BenchmarkRollout(b *testing.B) {
-	l := startLab(b)
+	l := startConverged(b)
 	ctx := context.Background()
-	initial, err := lab.Git(ctx, l.Work(), "rev-parse", "HEAD")
-	if err != nil {
-		b.Fatal(err)
-	}
-	waitConverged(b, l, initial, 3*time.Minute)
 	const rollouts = 3
 	var windows, floors, converge []time.Duration
 	var requests, failed int64
@@ -176,13 +171,7 @@ func logfmt(line string) map[string]string {
 // (default 10 minutes, the agents polling every 10 s): each agent's RSS at
 // the end, and its CPU use over the period, from /proc of its process.
 func BenchmarkIdleAgent(b *testing.B) {
-	l := startLab(b)
-	ctx := context.Background()
-	initial, err := lab.Git(ctx, l.Work(), "rev-parse", "HEAD")
-	if err != nil {
-		b.Fatal(err)
-	}
-	waitConverged(b, l, initial, 3*time.Minute)
+	l := startConverged(b)
 	type sample struct {
 		pid  int
 		cpu  time.Duration

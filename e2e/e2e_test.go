@@ -35,14 +35,7 @@ const (
 )
 
 func TestCluster(t *testing.T) {
-	l := startLab(t)
-	ctx := context.Background()
-	initial, err := lab.Git(ctx, l.Work(), "rev-parse", "HEAD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitConverged(t, l, initial, 3*time.Minute)
-	t.Logf("first deploy of 3 nodes converged")
+	l := startConverged(t)
 
 	steps := []struct {
 		name string
@@ -67,6 +60,21 @@ func TestCluster(t *testing.T) {
 			t.FailNow() // the later scenarios start from a converged cluster
 		}
 	}
+}
+
+// startConverged starts a lab and waits until its first deploy is live on
+// every node.
+func startConverged(t testing.TB) *lab.Lab {
+	t.Helper()
+	l := startLab(t)
+	initial, err := lab.Git(context.Background(), l.Work(), "rev-parse", "HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitConverged(t, l, initial, 3*time.Minute)
+	t.Logf("first deploy of 3 nodes converged in %s", time.Since(start).Round(time.Millisecond))
+	return l
 }
 
 // startLab builds drover and drover-lab and starts a lab with a spare node.
