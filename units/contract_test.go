@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,54 @@ func (w *world) bundle(t *testing.T, r, worker, version string, marks ...string)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// linkBundle makes worker's bundle of release to from the one of release
+// from the way the release store shares unchanged files: every file a hard
+// link, directories made anew.
+func (w *world) linkBundle(t *testing.T, from, to, worker string) {
+	t.Helper()
+	src := w.host(filepath.Join(w.releaseDir(from), "workers", worker))
+	dst := w.host(filepath.Join(w.releaseDir(to), "workers", worker))
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		return os.Link(p, filepath.Join(dst, rel))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceFile gives a file of worker's bundle of release r new content in a
+// new file, as a release that changed it has.
+func (w *world) replaceFile(t *testing.T, r, worker, name, content string) {
+	t.Helper()
+	p := w.host(filepath.Join(w.releaseDir(r), "workers", worker, name))
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inUse checks the supervisor's ReleasesInUse against releases.
+func (w *world) inUse(t *testing.T, releases ...string) {
+	t.Helper()
+	var want []string
+	for _, r := range releases {
+		want = append(want, w.host(w.releaseDir(r)))
+	}
+	slices.Sort(want)
+	if got := w.sup.ReleasesInUse(); !slices.Equal(got, want) {
+		t.Errorf("ReleasesInUse() = %q, want %q", got, want)
 	}
 }
 
@@ -132,6 +182,19 @@ func getInfo(port int) (info, error) {
 	return in, json.NewDecoder(resp.Body).Decode(&in)
 }
 
+// mustBeHealthy checks that the instance on port answers its health route.
+func mustBeHealthy(t *testing.T, port int) {
+	t.Helper()
+	resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/healthz")
+	if err != nil {
+		t.Fatalf("health of port %d: %v", port, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("health of port %d: status %d", port, resp.StatusCode)
+	}
+}
+
 func mustInfo(t *testing.T, port int) info {
 	t.Helper()
 	in, err := getInfo(port)
@@ -198,6 +261,110 @@ func contract(t *testing.T, newWorld func(t *testing.T) *world) {
 		if in.Version != "v2" || !strings.HasSuffix(in.Cwd, "/releases/r2/workers/api") {
 			t.Fatalf("after switching to r2: version %q cwd %q", in.Version, in.Cwd)
 		}
+	})
+
+	// A release restarts only the workers whose unit, environment file or
+	// bundle changed; the others keep running from the release they
+	// started in, which ReleasesInUse names until they leave it.
+	t.Run("OnlyChangedWorkersRestart", func(t *testing.T) {
+		w := newWorld(t)
+		port := freePorts(t, 3)
+		a, b := testWorker("a", port, 2), testWorker("b", port+2, 1)
+		b.EnvironmentFile = filepath.Join(w.base, "b.env")
+		ports := []int{port, port + 1, port + 2}
+		isA := func(p int) bool { return p < port+2 }
+		w.bundle(t, "r1", "a", "v1")
+		w.bundle(t, "r1", "b", "v1")
+		setEnv := func(greeting string) {
+			t.Helper()
+			if err := os.WriteFile(w.host(b.EnvironmentFile), []byte("GREETING="+greeting+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setEnv("one")
+		w.switchTo(t, "r1")
+		w.mustApply(t, a, b)
+		w.inUse(t, "r1")
+		snapshot := func() map[int]info {
+			t.Helper()
+			m := map[int]info{}
+			for _, p := range ports {
+				mustBeHealthy(t, p)
+				m[p] = mustInfo(t, p)
+			}
+			return m
+		}
+		// check compares two snapshots: the instances restarted (a's or
+		// b's) have new processes in release r, the others kept theirs.
+		check := func(before, after map[int]info, restartA bool, r, rOther string) {
+			t.Helper()
+			for _, p := range ports {
+				restarted, wk, rel := isA(p) == restartA, "b", rOther
+				if isA(p) {
+					wk = "a"
+				}
+				if restarted {
+					rel = r
+				}
+				if got := after[p].PID != before[p].PID; got != restarted {
+					t.Errorf("worker %s on port %d: restarted %v (pid %d -> %d), want %v", wk, p, got, before[p].PID, after[p].PID, restarted)
+				}
+				if !strings.HasSuffix(after[p].Cwd, "/releases/"+rel+"/workers/"+wk) {
+					t.Errorf("worker %s on port %d runs in %s, want release %s", wk, p, after[p].Cwd, rel)
+				}
+			}
+		}
+		s1 := snapshot()
+
+		// r2: one file of a replaced; everything else linked from r1.
+		w.linkBundle(t, "r1", "r2", "a")
+		w.linkBundle(t, "r1", "r2", "b")
+		w.replaceFile(t, "r2", "a", "VERSION", "v2\n")
+		w.switchTo(t, "r2")
+		w.mustApply(t, a, b)
+		s2 := snapshot()
+		check(s1, s2, true, "r2", "r1")
+		if s2[port].Version != "v2" || s2[port+1].Version != "v2" {
+			t.Errorf("a serves %q and %q after r2, want v2", s2[port].Version, s2[port+1].Version)
+		}
+		w.inUse(t, "r1", "r2")
+
+		// r3: every file linked; only b's environment file changed.
+		w.linkBundle(t, "r2", "r3", "a")
+		w.linkBundle(t, "r2", "r3", "b")
+		setEnv("two")
+		w.switchTo(t, "r3")
+		w.mustApply(t, a, b)
+		s3 := snapshot()
+		check(s2, s3, false, "r3", "r2")
+		if g := s3[port+2].Env["GREETING"]; g != "two" {
+			t.Errorf("b's GREETING=%q after its environment file changed, want two", g)
+		}
+		w.inUse(t, "r2", "r3")
+
+		// r4: every file linked; only b's env in the spec changed.
+		w.linkBundle(t, "r3", "r4", "a")
+		w.linkBundle(t, "r3", "r4", "b")
+		b.Env = map[string]string{"APP_MODE": "test", "EXTRA": "x"}
+		w.switchTo(t, "r4")
+		w.mustApply(t, a, b)
+		s4 := snapshot()
+		check(s3, s4, false, "r4", "r2")
+		if g := s4[port+2].Env["EXTRA"]; g != "x" {
+			t.Errorf("b's EXTRA=%q after its env changed, want x", g)
+		}
+		w.inUse(t, "r2", "r4")
+
+		// The release a started in is deleted behind the supervisor's
+		// back: a's instances have lost their working directory and are
+		// started again in the live release.
+		if err := os.RemoveAll(w.host(w.releaseDir("r2"))); err != nil {
+			t.Fatal(err)
+		}
+		w.mustApply(t, a, b)
+		s5 := snapshot()
+		check(s4, s5, true, "r4", "r4")
+		w.inUse(t, "r4")
 	})
 
 	t.Run("CrashAtStartIsCaughtAndRollbackServesOld", func(t *testing.T) {

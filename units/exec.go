@@ -46,9 +46,12 @@ type ExecConfig struct {
 type Exec struct {
 	cfg ExecConfig
 
-	mu     sync.Mutex // one Apply (or Close) at a time
-	procs  map[string]*proc
-	closed bool
+	mu sync.Mutex // one Apply (or Close) at a time
+	// procs is changed only by the holder of mu, under procsMu too, so
+	// that ReleasesInUse can read it while Apply runs.
+	procsMu sync.Mutex
+	procs   map[string]*proc
+	closed  bool
 }
 
 // NewExec returns an exec supervisor with no instances.
@@ -91,9 +94,35 @@ func (e *Exec) Close(ctx context.Context) error {
 			p.kill()
 			<-p.done
 		}
-		delete(e.procs, name)
+		e.setProc(name, nil)
 	}
 	return err
+}
+
+// ReleasesInUse lists the release directories that the instances were
+// started in (see the package doc).
+func (e *Exec) ReleasesInUse() []string {
+	e.procsMu.Lock()
+	defer e.procsMu.Unlock()
+	var dirs []string
+	for _, p := range e.procs {
+		if p.release != "" {
+			dirs = append(dirs, p.release)
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
+}
+
+// setProc sets (or with nil, removes) the instance name; the caller holds mu.
+func (e *Exec) setProc(name string, p *proc) {
+	e.procsMu.Lock()
+	defer e.procsMu.Unlock()
+	if p == nil {
+		delete(e.procs, name)
+	} else {
+		e.procs[name] = p
+	}
 }
 
 // Apply brings the instances to exactly workers; see the package doc.
@@ -119,11 +148,12 @@ func (e *Exec) Apply(ctx context.Context, workers []spec.Worker, liveDir string)
 			e.remove(name)
 		}
 	}
-	release := releaseID("", liveDir)
+	release := liveRelease("", liveDir)
 	for i := range workers {
 		w := &workers[i]
+		files := bundleID(releaseBundle("", release, w.Name))
 		for _, port := range w.InstancePorts() {
-			if err := e.ensure(ctx, w, port, liveDir, release); err != nil {
+			if err := e.ensure(ctx, w, port, liveDir, files); err != nil {
 				return err
 			}
 		}
@@ -145,13 +175,13 @@ func (e *Exec) remove(name string) {
 	p := e.procs[name]
 	p.stop()
 	<-p.done
-	delete(e.procs, name)
+	e.setProc(name, nil)
 	e.cfg.Log.Info("worker instance stopped", "worker", p.worker, "port", p.port)
 }
 
-// ensure makes the instance on port run what w and the release say, and be
-// healthy.
-func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, release string) error {
+// ensure makes the instance on port run what w and its bundle (whose files
+// bundleID identified as files) say, and be healthy.
+func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, files string) error {
 	name := InstanceName(w.Name, port)
 	bundle := bundleDir(liveDir, w.Name)
 	argv := slices.Clone(w.Exec)
@@ -162,11 +192,16 @@ func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, re
 	}
 	env = append(env, "PORT="+strconv.Itoa(port))
 	env = append(env, readEnvFile(w.EnvironmentFile)...)
-	fp := fingerprint(strings.Join(argv, "\x00"), strings.Join(env, "\x00"), bundle, release)
+	fp := fingerprint(strings.Join(argv, "\x00"), strings.Join(env, "\x00"), bundle, files)
 	check := e.cfg.healthCheck(w, port)
 
 	if p := e.procs[name]; p != nil {
-		if p.fp == fp && p.up() {
+		switch {
+		case p.fp != fp || !p.up():
+		case !present("", p.release, w.Name):
+			e.cfg.Log.Warn("worker instance unchanged but the release it started in is gone; restarting it",
+				"worker", w.Name, "port", port, "release", p.release)
+		default:
 			once := check
 			once.Successes = 1
 			cctx, cancel := context.WithTimeout(ctx, 2*max(check.Timeout, time.Second))
@@ -181,10 +216,12 @@ func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, re
 	}
 	p := &proc{
 		cfg: &e.cfg, worker: w.Name, port: port, fp: fp, argv: argv, dir: bundle, env: env,
+		// The process resolves dir through the symlink when it starts.
+		release: liveRelease("", liveDir),
 		log:     e.cfg.Log.With("worker", w.Name, "port", port),
 		started: make(chan struct{}), stopCh: make(chan struct{}), killCh: make(chan struct{}), done: make(chan struct{}),
 	}
-	e.procs[name] = p
+	e.setProc(name, p)
 	start := time.Now()
 	go p.run()
 	ictx, cancel := e.cfg.instanceContext(ctx)
@@ -224,6 +261,9 @@ type proc struct {
 	argv   []string
 	dir    string
 	env    []string
+	// release is the directory the live symlink pointed at when the
+	// instance was first started.
+	release string
 
 	started        chan struct{} // closed after the first start attempt
 	stopCh, killCh chan struct{}

@@ -30,8 +30,10 @@ type SystemdConfig struct {
 	Socket string
 	// UnitsDir receives the unit files. Default /etc/systemd/system.
 	UnitsDir string
-	// StateFile records what each instance was last started with, so that
-	// Apply restarts only what changed. Default /var/lib/drover/units.json.
+	// StateFile records what each instance was last started with and the
+	// release it was started in, so that Apply restarts only what changed
+	// and ReleasesInUse survives an agent restart. Default
+	// /var/lib/drover/units.json.
 	StateFile string
 	// Root is prepended to every path drover itself reads or writes (units
 	// dir, state file, live dir, environment files), never to the paths
@@ -56,17 +58,31 @@ const (
 // named by port, not by index as DESIGN.md sketched: PORT=%i then needs no
 // wrapper, and a new port is a new instance). Unit files are written
 // atomically and only when changed, followed by one daemon-reload. What each
-// instance was last started with (unit, release, environment file) is
-// recorded in StateFile, so a restarted agent restarts only what changed.
+// instance was last started with (unit, environment file, bundle) and the
+// release directory it started in are recorded in StateFile, so a restarted
+// agent restarts only what changed and still knows which releases are in
+// use.
 // It talks to systemd over its private D-Bus socket, reads every job's
 // result, and reconnects when the connection drops. The services outlive
 // the agent: Close only closes the connection.
 type Systemd struct {
 	cfg SystemdConfig
 
-	mu      sync.Mutex // one Apply at a time
-	conn    *sddbus.Conn
-	records map[string]string // instance unit -> fingerprint it runs
+	mu   sync.Mutex // one Apply at a time
+	conn *sddbus.Conn
+
+	// recMu guards records, which ReleasesInUse reads while Apply runs.
+	recMu   sync.Mutex
+	records map[string]record // instance unit -> what it was started with
+}
+
+// record is what an instance was last started with, as StateFile keeps it.
+type record struct {
+	// Fingerprint of its template unit, environment file and bundle.
+	Fingerprint string `json:"fingerprint"`
+	// Release is the directory the live symlink pointed at when it was
+	// started, as the node sees it: its WorkingDirectory resolved there.
+	Release string `json:"release"`
 }
 
 // NewSystemd returns a systemd supervisor; it connects on first use.
@@ -157,12 +173,13 @@ func (s *Systemd) Apply(ctx context.Context, workers []spec.Worker, liveDir stri
 		}
 	}
 
-	release := releaseID(s.cfg.Root, liveDir)
+	release := liveRelease(s.cfg.Root, liveDir)
 	for i := range workers {
 		w := &workers[i]
-		fp := fingerprint(string(files[TemplateName(w.Name)]), release, fileID(s.cfg.Root, w.EnvironmentFile))
+		fp := fingerprint(string(files[TemplateName(w.Name)]), fileID(s.cfg.Root, w.EnvironmentFile),
+			bundleID(releaseBundle(s.cfg.Root, release, w.Name)))
 		for _, port := range w.InstancePorts() {
-			if err := s.ensure(ctx, w, port, fp); err != nil {
+			if err := s.ensure(ctx, w, port, fp, liveDir); err != nil {
 				return err
 			}
 		}
@@ -195,16 +212,56 @@ func (s *Systemd) Apply(ctx context.Context, workers []spec.Worker, liveDir stri
 		}
 		s.cfg.Log.Info("removed worker unit stopped", "unit", u.Name)
 	}
+	s.recMu.Lock()
 	for unit := range s.records {
 		if !wanted[unit] {
 			delete(s.records, unit)
 		}
 	}
+	s.recMu.Unlock()
 	return s.saveRecords()
 }
 
+// ReleasesInUse lists the release directories that instances were started
+// in (see the package doc), as drover sees them (under Root). It reads the
+// state file when no Apply has run yet.
+func (s *Systemd) ReleasesInUse() []string {
+	if err := s.loadRecords(); err != nil {
+		return nil
+	}
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	var dirs []string
+	for _, r := range s.records {
+		if r.Release != "" {
+			dirs = append(dirs, filepath.Join(s.cfg.Root, r.Release))
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
+}
+
+func (s *Systemd) record(unit string) (record, bool) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	r, ok := s.records[unit]
+	return r, ok
+}
+
+func (s *Systemd) setRecord(unit string, r record) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	s.records[unit] = r
+}
+
+func (s *Systemd) dropRecord(unit string) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	delete(s.records, unit)
+}
+
 // ensure makes the instance on port run fingerprint fp and be healthy.
-func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp string) error {
+func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, liveDir string) error {
 	unit := InstanceName(w.Name, port)
 	log := s.cfg.Log.With("worker", w.Name, "unit", unit)
 	check := s.cfg.healthCheck(w, port)
@@ -212,7 +269,12 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp strin
 	if err != nil {
 		return fmt.Errorf("worker %s instance on port %d: %w", w.Name, port, err)
 	}
-	if s.records[unit] == fp && st.Active == "active" && st.Sub == "running" {
+	rec, _ := s.record(unit)
+	switch {
+	case rec.Fingerprint != fp || st.Active != "active" || st.Sub != "running":
+	case !present(s.cfg.Root, rec.Release, w.Name):
+		log.Warn("worker instance unchanged but the release it started in is gone; restarting it", "release", rec.Release)
+	default:
 		once := check
 		once.Successes = 1
 		cctx, cancel := context.WithTimeout(ctx, 2*max(check.Timeout, time.Second))
@@ -223,7 +285,10 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp strin
 		}
 		log.Warn("worker instance unchanged but not healthy; restarting it", "err", err)
 	}
-	delete(s.records, unit)
+	// Until it is healthy the instance counts as changed; what it starts
+	// in is known now: systemd resolves the symlink on start.
+	release := liveRelease(s.cfg.Root, liveDir)
+	s.setRecord(unit, record{Release: release})
 	if err := s.saveRecords(); err != nil {
 		return err
 	}
@@ -262,7 +327,7 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp strin
 	if err := s.cfg.settle(ictx, check, start, probe); err != nil {
 		return s.instanceError(w, port, unit, err)
 	}
-	s.records[unit] = fp
+	s.setRecord(unit, record{Fingerprint: fp, Release: release})
 	if err := s.saveRecords(); err != nil {
 		return err
 	}
@@ -279,7 +344,7 @@ func (s *Systemd) stop(ctx context.Context, unit string) error {
 		return err
 	}
 	_ = s.call(func(c *sddbus.Conn) error { return c.ResetFailedUnitContext(ctx, unit) })
-	delete(s.records, unit)
+	s.dropRecord(unit)
 	return nil
 }
 
@@ -448,10 +513,12 @@ func DialSystemd(socket string) (*sddbus.Conn, error) {
 }
 
 func (s *Systemd) loadRecords() error {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
 	if s.records != nil {
 		return nil
 	}
-	s.records = map[string]string{}
+	s.records = map[string]record{}
 	b, err := os.ReadFile(filepath.Join(s.cfg.Root, s.cfg.StateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -459,16 +526,26 @@ func (s *Systemd) loadRecords() error {
 	if err == nil {
 		err = json.Unmarshal(b, &s.records)
 	}
+	var old map[string]string
+	if err != nil && json.Unmarshal(b, &old) == nil {
+		// Fingerprints only, of a drover that restarted every instance on
+		// every release: each one runs from the live release.
+		s.cfg.Log.Info("worker state file of an older drover; every instance will be restarted once")
+		s.records = map[string]record{}
+		return nil
+	}
 	if err != nil {
 		// Unknown records only cost restarts.
 		s.cfg.Log.Warn("worker state file unreadable; every instance will be restarted", "err", err)
-		s.records = map[string]string{}
+		s.records = map[string]record{}
 	}
 	return nil
 }
 
 func (s *Systemd) saveRecords() error {
+	s.recMu.Lock()
 	b, err := json.MarshalIndent(s.records, "", "  ")
+	s.recMu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -153,10 +153,12 @@ func TestSystemdReconnects(t *testing.T) {
 		t.Fatalf("version %q after reconnecting", in.Version)
 	}
 
-	// A restarted agent (a new supervisor, same state file) leaves the
+	// A restarted agent (a new supervisor, same state file) knows, before
+	// any Apply, which release the instance runs from, and leaves the
 	// up-to-date instance alone.
 	w.sup = NewSystemd(sup.cfg)
 	t.Cleanup(func() { _ = w.sup.Close(context.Background()) })
+	w.inUse(t, "r2")
 	w.mustApply(t, api)
 	if again := mustInfo(t, port); again.PID != in.PID {
 		t.Fatalf("a new supervisor restarted an up-to-date instance (pid %d -> %d)", in.PID, again.PID)

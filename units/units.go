@@ -7,14 +7,31 @@
 //     workers. Worker w's bundle is liveDir/workers/<w.Name>, read through
 //     liveDir (the `current` symlink), so an instance started after the
 //     caller switched the symlink runs the new release. Instance n of w
-//     listens on w.Port+n and gets PORT in its environment.
-//   - An instance is restarted when what it runs changed: its unit or command
-//     line, environment, environment file, or the release liveDir points at
-//     (a different symlink target, or the symlink made again). Instances are
-//     restarted one at a time, in port order, and each must be up and healthy
-//     before the next one is touched, so a worker with two or more instances
-//     always has one serving. An unchanged instance is only checked (running
-//     and answering its health route once) and restarted if it is not.
+//     listens on w.Port+n and gets PORT in its environment. The symlink must
+//     not move while Apply runs.
+//   - An instance is restarted only when what it runs changed: its unit or
+//     command line (argv, env, port, user, …), its environment file, or its
+//     bundle. A bundle is identified by the files under the directory it
+//     resolves to: each one's path, type and mode, and for a regular file its
+//     device, inode, size and modification time, for a symlink its target; no
+//     content is read. Releases share unchanged files as hard links, so a new
+//     release whose bundle of w only links the previous one's files leaves
+//     w's instances running, even though they started in an older release
+//     directory; any file added, removed or replaced restarts them. Files that
+//     are copied rather than linked, such as those of a worker with an
+//     install step, which the release store copies whole so that the step
+//     cannot change another release, are new every release: such a worker is
+//     restarted on every release. That is the conservative side.
+//   - Instances are restarted one at a time, in port order, and each must be
+//     up and healthy before the next one is touched, so a worker with two or
+//     more instances always has one serving. An unchanged instance is only
+//     checked (running and answering its health route once) and restarted if
+//     it is not, or if the release directory it started in is gone.
+//   - ReleasesInUse lists the release directories (what liveDir pointed at
+//     when each running instance was started, as the caller sees paths) that
+//     instances may still run from; the release store must not delete them.
+//     An instance that its supervisor restarted on its own (a crash) starts
+//     from the live release, so the list errs on the side of keeping.
 //   - Healthy means: GET w.Health.Path on 127.0.0.1:port answers
 //     w.Health.Status w.Health.Successes times in a row, and the instance
 //     stays up, without being restarted by its supervisor, for the settle
@@ -44,12 +61,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/health"
@@ -65,6 +84,7 @@ const (
 // Supervisor is what both implementations provide.
 type Supervisor interface {
 	Apply(ctx context.Context, workers []spec.Worker, liveDir string) error
+	ReleasesInUse() []string
 	Close(ctx context.Context) error
 }
 
@@ -237,24 +257,86 @@ func program(argv0, bundle string) string {
 	}
 }
 
-// releaseID identifies the release liveDir (a path under root) points at:
-// the symlink's target and when the symlink was made, so that switching
-// back and forth is seen as a change. A liveDir that is not a symlink
-// counts as one unchanging release.
-func releaseID(root, liveDir string) string {
-	p := filepath.Join(root, liveDir)
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return "missing: " + err.Error()
+// liveRelease is the directory liveDir (a path under root) points at, as
+// seen under root: the symlink's target, made absolute. A liveDir that is
+// not a symlink is its own release; "" when it is missing or unreadable.
+func liveRelease(root, liveDir string) string {
+	target, err := os.Readlink(filepath.Join(root, liveDir))
+	if errors.Is(err, syscall.EINVAL) {
+		return filepath.Clean(liveDir) // not a symlink
 	}
-	if fi.Mode()&os.ModeSymlink == 0 {
-		return "dir " + p
-	}
-	target, err := os.Readlink(p)
 	if err != nil {
+		return ""
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(filepath.Dir(liveDir), target)
+	}
+	return filepath.Clean(target)
+}
+
+// releaseBundle is worker's bundle in release (a path under root), as a
+// path drover reads.
+func releaseBundle(root, release, worker string) string {
+	return filepath.Join(root, release, "workers", worker)
+}
+
+// bundleID identifies the files under dir without reading them: each
+// entry's path, type and mode, a regular file's device, inode, size and
+// modification time, a symlink's target. Two bundles have the same id
+// exactly when one's files are hard links of the other's (see the package
+// doc). A missing dir is "missing".
+func bundleID(dir string) string {
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch mode := fi.Mode(); {
+		case mode.IsDir():
+			fmt.Fprintf(h, "d %q %v\n", rel, mode)
+		case mode&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "l %q %q\n", rel, target)
+		default:
+			var dev, ino uint64
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				dev, ino = st.Dev, st.Ino
+			}
+			fmt.Fprintf(h, "f %q %v %d %d:%d %d\n", rel, mode, fi.Size(), dev, ino, fi.ModTime().UnixNano())
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if _, serr := os.Lstat(dir); errors.Is(serr, fs.ErrNotExist) {
+			return "missing"
+		}
+		return "unreadable: " + err.Error()
+	case err != nil:
 		return "unreadable: " + err.Error()
 	}
-	return target + " @" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// present reports whether a recorded release still holds worker's bundle:
+// an instance started there has lost its working directory when it does not.
+func present(root, release, worker string) bool {
+	if release == "" {
+		return false
+	}
+	fi, err := os.Stat(releaseBundle(root, release, worker))
+	return err == nil && fi.IsDir()
 }
 
 // fileID identifies the content of an optional file (an environment file).
