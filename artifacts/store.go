@@ -19,7 +19,10 @@
 //
 // nginx roots and systemd WorkingDirectory point through S/current, so Switch
 // changes every site and bundle at once: S/current is replaced by rename(2),
-// and a reader sees the old release or the new one, never a missing link.
+// and a reader sees the old release or the new one, never a missing link. A
+// worker resolves S/current when it starts, so one left running across a
+// Switch (its bundle did not change) runs from the release it started in;
+// Prune keeps such releases (SetInUse).
 //
 // # Guarantees
 //
@@ -123,6 +126,8 @@ type Store struct {
 	// or reads, which Prune must leave alone.
 	mu   sync.Mutex
 	busy map[string]int
+	// inUse lists release directories that running workers started in.
+	inUse func() []string
 }
 
 // Release is a complete release on disk.
@@ -401,8 +406,21 @@ func (s *Store) complete() ([]completeRelease, error) {
 	return rs, nil
 }
 
+// SetInUse tells Prune which releases are still in use outside the store:
+// inUse lists directories (S/releases/<rev>, through any symlink) that
+// running workers started in and may still run from, because a worker left
+// running across Switches keeps the release directory it started in. It is
+// called during Prune, with the store's lock held: it must be quick and must
+// not call the Store.
+func (s *Store) SetInUse(inUse func() []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inUse = inUse
+}
+
 // Prune keeps the newest keep complete releases, the live one, the one it
-// replaced and any a running Prepare uses; it moves every other release
+// replaced, the ones in use (SetInUse) and any a running Prepare uses; it
+// moves every other release
 // (and leftovers of crashed Prepares) into S/trash, then deletes the trash
 // and the cached tarballs no kept release came from. Call it after a Switch,
 // not before a Prepare: mass deletes slow down file creation for a while on
@@ -433,9 +451,13 @@ func (s *Store) moveOldAside(keep int) error {
 		return fmt.Errorf("prune: %w", err)
 	}
 	kept := map[string]bool{cur: true, prev: true}
+	inUse := s.releasesInUse()
 	digests := map[string]bool{}
 	for i, r := range rs {
-		if i < keep || kept[r.rev] || s.busy["releases/"+r.rev] > 0 {
+		if i >= keep && !kept[r.rev] && inUse[r.rev] {
+			s.log.Info("keeping a release that workers still run from", "rev", r.rev)
+		}
+		if i < keep || kept[r.rev] || inUse[r.rev] || s.busy["releases/"+r.rev] > 0 {
 			kept[r.rev] = true
 			for _, d := range r.m.Artifacts {
 				digests[d] = true
@@ -449,7 +471,7 @@ func (s *Store) moveOldAside(keep int) error {
 	}
 	for _, de := range des {
 		rev := de.Name()
-		if checkRev(rev) != nil || kept[rev] || s.busy["releases/"+rev] > 0 {
+		if checkRev(rev) != nil || kept[rev] || inUse[rev] || s.busy["releases/"+rev] > 0 {
 			continue
 		}
 		if err := s.moveAside(s.ReleaseDir(rev)); err != nil {
@@ -476,6 +498,37 @@ func (s *Store) moveOldAside(keep int) error {
 		return fmt.Errorf("prune: %w", err)
 	}
 	return nil
+}
+
+// releasesInUse is the revisions of the directories inUse lists that are
+// releases of this store: S/releases/<rev>, compared by file identity so
+// that a path through a symlink to S counts too.
+func (s *Store) releasesInUse() map[string]bool {
+	if s.inUse == nil {
+		return nil
+	}
+	releases := filepath.Join(s.dir, "releases")
+	rfi, err := os.Stat(releases)
+	if err != nil {
+		return nil
+	}
+	revs := map[string]bool{}
+	for _, d := range s.inUse() {
+		d = filepath.Clean(d)
+		rev := filepath.Base(d)
+		if checkRev(rev) != nil {
+			continue
+		}
+		parent := filepath.Dir(d)
+		if parent != releases {
+			fi, err := os.Stat(parent)
+			if err != nil || !os.SameFile(fi, rfi) {
+				continue
+			}
+		}
+		revs[rev] = true
+	}
+	return revs
 }
 
 // moveAside renames a directory into S/trash under a unique name.
