@@ -152,18 +152,23 @@ func (n *node) newSupervisor() (units.Supervisor, error) {
 		kind = units.Detect()
 	}
 	base := units.Config{Log: n.log.With("part", "workers")}
+	var sup units.Supervisor
 	switch kind {
 	case units.KindSystemd:
-		return units.NewSystemd(units.SystemdConfig{
+		sup = units.NewSystemd(units.SystemdConfig{
 			Config:    base,
 			Socket:    n.cfg.Systemd.Socket,
 			UnitsDir:  n.cfg.Systemd.UnitsDir,
 			StateFile: filepath.Join(n.cfg.StateDir, "units.json"),
-		}), nil
+		})
 	case units.KindExec:
-		return units.NewExec(units.ExecConfig{Config: base}), nil
+		sup = units.NewExec(units.ExecConfig{Config: base})
+	default:
+		return nil, fmt.Errorf("supervisor %q is not systemd or exec", kind)
 	}
-	return nil, fmt.Errorf("supervisor %q is not systemd or exec", kind)
+	// Workers left running across a release keep theirs from Prune.
+	n.store.SetInUse(sup.ReleasesInUse)
+	return sup, nil
 }
 
 // treeSource adapts gitsource to reconcile.Source.
