@@ -35,9 +35,12 @@ type tree struct {
 	Artifact string `json:"artifact,omitempty"`
 	Strip    int    `json:"strip,omitempty"`
 	// Installed trees ran an install step: their files may differ from
-	// Entries, and they are never linked from.
-	Installed bool    `json:"installed,omitempty"`
-	Entries   []entry `json:"entries"`
+	// Entries, and no file is linked from them one by one. Install is the
+	// step's argv: a later release whose tree has the same Entries and the
+	// same Install reuses the whole installed tree (see reuseInstalled).
+	Installed bool     `json:"installed,omitempty"`
+	Install   []string `json:"install,omitempty"`
+	Entries   []entry  `json:"entries"`
 }
 
 // Entry kinds.
@@ -124,6 +127,8 @@ type linkIndex struct {
 	dir   string
 	files map[string]candidate // by contentKey
 	trees map[string]*tree     // by tree Dir
+	// installed are the installed trees, by Dir.
+	installed map[string]*tree
 	// allCID is true when every file of the base has a content id, so
 	// that a file whose id is not found need not be hashed to be sure.
 	allCID bool
@@ -138,10 +143,11 @@ type candidate struct {
 }
 
 func newLinkIndex(dir string, m *manifest) *linkIndex {
-	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}, allCID: true}
+	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}, installed: map[string]*tree{}, allCID: true}
 	for i := range m.Trees {
 		t := &m.Trees[i]
 		if t.Installed {
+			ix.installed[t.Dir] = t
 			continue
 		}
 		ix.trees[t.Dir] = t

@@ -138,14 +138,17 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 		return nil, fmt.Errorf("write %s: %w", specFile, err)
 	}
 	for _, site := range sp.Sites {
-		if err := b.tree(ctx, fsys, "sites", site.Name, site.Source, site.Artifact, false); err != nil {
+		if _, err := b.tree(ctx, fsys, "sites", site.Name, site.Source, site.Artifact, nil); err != nil {
 			return nil, fmt.Errorf("site %s: %w", site.Name, err)
 		}
 	}
+	reused := map[string]bool{}
 	for _, w := range sp.Workers {
-		if err := b.tree(ctx, fsys, "workers", w.Name, w.Source, w.Artifact, len(w.Install) > 0); err != nil {
+		r, err := b.tree(ctx, fsys, "workers", w.Name, w.Source, w.Artifact, w.Install)
+		if err != nil {
 			return nil, fmt.Errorf("worker %s: %w", w.Name, err)
 		}
+		reused[w.Name] = r
 	}
 	// The migrations go with the release, so that `drover migrate` can
 	// read the live revision's files without the git server.
@@ -153,11 +156,14 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 		if err := mkdir(filepath.Join(b.dir, "db")); err != nil {
 			return nil, err
 		}
-		if err := b.tree(ctx, fsys, "db", "migrations", sp.Migrations.Dir, nil, false); err != nil {
+		if _, err := b.tree(ctx, fsys, "db", "migrations", sp.Migrations.Dir, nil, nil); err != nil {
 			return nil, fmt.Errorf("migrations: %w", err)
 		}
 	}
 	for _, w := range sp.Workers {
+		if reused[w.Name] {
+			continue
+		}
 		if err := b.install(ctx, &w); err != nil {
 			return nil, err
 		}
@@ -190,19 +196,22 @@ func (b *build) run(ctx context.Context, specBytes []byte, sp *spec.Spec, fsys f
 }
 
 // tree materializes one site or worker directory of the release: kind is
-// "sites" or "workers". An installed tree gets fresh copies of every file,
-// so that its install step cannot change a file of another release.
-func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a *spec.Artifact, installed bool) error {
+// "sites" or "workers". A tree with an install step gets fresh copies of
+// every file, so that its step cannot change a file of another release;
+// then, when the base release has the same tree installed by the same
+// step, that whole installed tree is linked instead and tree reports
+// reused: the step need not run again.
+func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a *spec.Artifact, install []string) (reused bool, err error) {
 	if !nameRE.MatchString(name) {
-		return fmt.Errorf("name %q is not 1-42 lowercase letters, digits and dashes", name)
+		return false, fmt.Errorf("name %q is not 1-42 lowercase letters, digits and dashes", name)
 	}
-	t := tree{Dir: kind + "/" + name, Installed: installed}
+	installed := len(install) > 0
+	t := tree{Dir: kind + "/" + name, Installed: installed, Install: install}
 	dst := filepath.Join(b.dir, kind, name)
 	base := b.base
 	if installed {
 		base = nil
 	}
-	var err error
 	switch {
 	case src != "":
 		t.Source = src
@@ -214,10 +223,118 @@ func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a 
 		err = errors.New("neither a source nor an artifact")
 	}
 	if err != nil {
-		return err
+		return false, err
+	}
+	if installed {
+		if reused, err = b.reuseInstalled(ctx, &t, dst); err != nil {
+			return false, err
+		}
 	}
 	b.m.Trees = append(b.m.Trees, t)
-	return nil
+	return reused, nil
+}
+
+// reuseInstalled replaces the freshly materialized installed tree t at dst
+// by hardlinks of the base release's installed tree when both came from the
+// same files and run the same install step: an unchanged worker keeps the
+// very files (the same inodes) it runs from, so its instances need no
+// restart (units compares bundles by inode), and its install step (npm ci,
+// say) does not run again. The step is assumed to give the same result for
+// the same input, as build caches keyed by a lockfile do; change anything
+// in the bundle or the step to run it again.
+func (b *build) reuseInstalled(ctx context.Context, t *tree, dst string) (bool, error) {
+	if b.base == nil {
+		return false, nil
+	}
+	bt := b.base.installed[t.Dir]
+	if bt == nil || !slices.Equal(bt.Install, t.Install) || bt.Source != t.Source || bt.Artifact != t.Artifact ||
+		bt.Strip != t.Strip || !sameContent(bt.Entries, t.Entries) {
+		return false, nil
+	}
+	src := filepath.Join(b.base.dir, filepath.FromSlash(bt.Dir))
+	tmp := dst + ".reuse"
+	n, err := linkTree(ctx, src, tmp)
+	if err != nil {
+		b.s.log.Warn("installing again: the base release's installed bundle cannot be linked", "rev", b.rev, "tree", t.Dir, "err", err)
+		_ = os.RemoveAll(tmp)
+		return false, nil
+	}
+	if err := b.s.moveAside(dst); err != nil {
+		return false, err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return false, fmt.Errorf("reuse %s: %w", t.Dir, err)
+	}
+	b.n.linked.Add(n)
+	b.s.log.Info("reused the installed bundle of the base release", "rev", b.rev, "tree", t.Dir, "base", b.baseRev, "files", n)
+	return true, nil
+}
+
+// sameContent reports whether two trees' entries name the same files with
+// the same content, modes and link targets (not the same write times).
+func sameContent(a, b []entry) bool {
+	return slices.EqualFunc(a, b, func(x, y entry) bool {
+		same := x.Path == y.Path && x.Kind == y.Kind && x.Mode == y.Mode && x.Size == y.Size && x.Target == y.Target
+		switch {
+		case !same:
+			return false
+		case x.CID != "" && y.CID != "":
+			return x.CID == y.CID
+		default:
+			return x.Sum != "" && x.Sum == y.Sum
+		}
+	})
+}
+
+// linkTree recreates the directory tree src at dst (which must not exist)
+// with every regular file hardlinked and every symlink copied; anything
+// else is an error. It returns how many files it linked.
+func linkTree(ctx context.Context, src, dst string) (int64, error) {
+	var n int64
+	// Directories get their modes once their contents are in: a read-only
+	// directory would refuse them (to a user other than root).
+	type dirMode struct {
+		path string
+		mode fs.FileMode
+	}
+	var dirs []dirMode
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, dirMode{to, info.Mode().Perm()})
+			return os.Mkdir(to, 0o700)
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(target, to)
+		case d.Type().IsRegular():
+			n++
+			return os.Link(p, to)
+		default:
+			return fmt.Errorf("%s: not a file, directory or symlink", p)
+		}
+	})
+	for i := len(dirs) - 1; i >= 0 && err == nil; i-- {
+		err = os.Chmod(dirs[i].path, dirs[i].mode)
+	}
+	return n, err
 }
 
 // artifact relinks the tree of the same tarball from the base release, or

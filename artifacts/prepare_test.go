@@ -371,18 +371,67 @@ func TestPrepareRunsInstall(t *testing.T) {
 	if got := strings.TrimSpace(readFile(t, w1+"/node_modules/where")); got != w1 {
 		t.Fatalf("install ran in %q, want the new bundle %q", got, w1)
 	}
+	// A changed bundle: the step runs again in the new release.
+	writeRepo(t, repo, map[string]string{"x:workers/api/server.sh": "#!/bin/sh\n# v2\n"})
 	r2, err := prepare(t, s, rev(2), repo, yaml)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The install step appended to package.json again: the live release's
 	// copy must not have changed, which holds because installed bundles
-	// are copied, never linked.
+	// are copied, never linked file by file.
 	if inode(t, w1+"/package.json") == inode(t, r2.WorkerDir("api")+"/package.json") {
 		t.Fatal("an installed bundle shares files with the live release")
 	}
 	if got := readFile(t, w1+"/package.json"); strings.Count(got, "installed") != 1 {
 		t.Fatalf("the live package.json was changed by the next release's install: %q", got)
+	}
+}
+
+// TestPrepareReusesAnUnchangedInstalledBundle: a release whose worker has
+// the same files and the same install step as the base release's links the
+// whole installed bundle (install outputs included) and does not run the
+// step; changing the step, or a file, runs it again on fresh copies.
+func TestPrepareReusesAnUnchangedInstalledBundle(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, Options{})
+	repo := t.TempDir()
+	runs := filepath.Join(t.TempDir(), "runs")
+	writeRepo(t, repo, map[string]string{"workers/api/package.json": `{"name":"api"}`, "x:workers/api/server.sh": "#!/bin/sh\n",
+		"sites/blog/index.html": "v1"})
+	script := fmt.Sprintf(`echo run >> %s && mkdir -p node_modules/dep && echo dep > node_modules/dep/index.js && chmod 555 node_modules`, runs)
+	yaml := fmt.Sprintf(installSpec, script, "10s") + "sites:\n  - {name: blog, serverNames: [blog.example.com], source: sites/blog}\n"
+	r1 := live(t, s, rev(1), repo, yaml)
+	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v2"}) // only the site changes
+	r2, err := prepare(t, s, rev(2), repo, yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(readFile(t, runs), "run"); n != 1 {
+		t.Errorf("the install step ran %d times for an unchanged bundle, want once", n)
+	}
+	for _, f := range []string{"package.json", "server.sh", "node_modules/dep/index.js"} {
+		if inode(t, r1.WorkerDir("api")+"/"+f) != inode(t, r2.WorkerDir("api")+"/"+f) {
+			t.Errorf("%s of the unchanged bundle is not the base release's file", f)
+		}
+	}
+	if st, err := os.Stat(r2.WorkerDir("api") + "/node_modules"); err != nil || st.Mode().Perm() != 0o555 {
+		t.Errorf("node_modules mode not kept: %v %v", st, err)
+	}
+	if err := s.Switch(rev(2)); err != nil {
+		t.Fatal(err)
+	}
+	// Another step: it runs again, on copies.
+	yaml3 := strings.Replace(yaml, "mkdir -p", "mkdir -p  ", 1)
+	r3, err := prepare(t, s, rev(3), repo, yaml3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(readFile(t, runs), "run"); n != 2 {
+		t.Errorf("the install step ran %d times after it changed, want twice", n)
+	}
+	if inode(t, r2.WorkerDir("api")+"/package.json") == inode(t, r3.WorkerDir("api")+"/package.json") {
+		t.Error("a bundle whose install step changed shares files with the base release")
 	}
 }
 

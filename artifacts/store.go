@@ -36,9 +36,12 @@
 //     from it instead of copied. The content is known from fsys's ContentID
 //     (the git blob id) when it has one, else from a SHA-256 of the file.
 //     Hence nothing may modify a release's files in place: nginx only reads
-//     sites, and worker bundles that have an install step are always copied,
-//     never linked, because package managers rewrite files such as
-//     package.json or lock files in place. Workers keep mutable state in
+//     sites, and worker bundles that have an install step are copied, never
+//     linked file by file, because package managers rewrite files such as
+//     package.json or lock files in place — unless the base release has the
+//     same bundle (same files, same install argv): then its whole installed
+//     bundle is linked and the step does not run again, so an unchanged
+//     worker keeps its very files and need not restart. Workers keep mutable state in
 //     their data dirs, not their bundle; a file found changed in place (its
 //     size or mtime no longer match the manifest) is copied, not linked.
 //   - Modes follow git: files are 0644, or 0755 when the source has any
