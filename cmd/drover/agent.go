@@ -107,6 +107,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		n.log.Error("recovery failed; the node stays out of rotation", "err", err)
 	}
 	sd.Ready()
+	go releaseBinaryPagesWhenIdle(ctx, n.log) // memory.go: RSS counts the pages of the binary in use
 	err = rn.Loop(ctx, n.cfg.Repo.PollInterval.D(), trigger)
 	if errors.Is(err, context.Canceled) {
 		n.log.Info("agent stopping")
