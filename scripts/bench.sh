@@ -4,7 +4,7 @@
 #   - PollUnchanged: one poll is a few ms, so 300 of them (1x is one noisy poll);
 #   - Materialize: each release is ~1 s of work after a 61 s settle, 3 of them;
 #   - AgentIdle: one iteration is the goal's 100 idle polls (~100 s);
-#   - any other benchmark: once.
+#   - any other benchmark: once (the e2e lab's too: each is minutes).
 # The machine is shared: compare each figure with its reference from the same
 # run, not with another run's. Usage: scripts/bench.sh [extra go test flags]
 set -euo pipefail
@@ -20,3 +20,7 @@ bench -bench '^BenchmarkPollUnchanged$' -benchtime 300x "$@" ./gitsource/
 bench -bench '^BenchmarkMaterialize$' -benchtime 3x "$@" ./artifacts/
 bench -bench '^BenchmarkAgentIdle$' -benchtime 1x "$@" ./cmd/drover/
 bench -bench . -skip '^Benchmark(PollUnchanged|Materialize|AgentIdle)$' -benchtime 1x "$@" ./...
+# The 3-node lab (issue 7; needs root): three rollouts under the load of 300
+# clients (drained window against its floor, push to converged, failed
+# requests), then agents left idle for 10 minutes (-idle) at a 10 s poll.
+bench -tags e2e -bench . -benchtime 1x "$@" ./e2e/
