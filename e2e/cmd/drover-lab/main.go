@@ -136,11 +136,11 @@ The agents are putting the example live, one node at a time (about a minute).
     curl -H 'Host: app.example.com'  http://%s/api/version
   The nodes, the load balancer's view and drover's cluster status:
     %s
-  Roll out a change: edit your clone of the config repo and push it;
-  the forge sends a webhook and the nodes update one at a time:
+  Roll out a change: commit it in your clone of the config repo (a hook
+  pushes it); the forge sends a webhook and the nodes update one at a time:
     cd %s
     sed -i 's/const version = "1"/const version = "2"/' workers/feedback-api/server.js
-    git commit -qam "feedback-api v2" && git push -q
+    git commit -qam "feedback-api v2"
     watch -n1 %s
   A node's agent log:   %s exec n1 journalctl -fu drover
   Stop it all:          make demo-stop
