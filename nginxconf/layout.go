@@ -255,6 +255,12 @@ func (r *renderer) upstream(w *spec.Worker) {
 		r.line("server 127.0.0.1:%d max_fails=1 fail_timeout=2s;", port)
 	}
 	r.line("keepalive 16;")
+	// Close idle connections to a worker before the worker does: an app
+	// server closes an idle keep-alive connection after its own timeout
+	// (Node.js 5 s, gunicorn 2 s), and a request nginx sends on it at that
+	// moment fails. nginx retries a GET on the next instance, but never a
+	// POST (it may have been applied): the client would get a 502.
+	r.line("keepalive_timeout 1s;")
 	r.close()
 }
 
