@@ -6,7 +6,7 @@
 //	drover-lab up [flags]          start the lab; prints where to look
 //	drover-lab down                stop it and remove everything it made
 //	drover-lab status              nodes, load balancer, drover's cluster view
-//	drover-lab exec NODE CMD...    run a command on a node
+//	drover-lab exec NODE COMMAND [ARG]  run a command on a node
 //	drover-lab kill NODE|SERVICE   kill a node (a lost server) or an infra service
 //	drover-lab start NODE|SERVICE  boot a node again, or restart a service
 //	drover-lab forge [flags]       the git forge (run by the lab itself)
@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return status(ctx, out, l)
 	case "exec":
 		if len(rest) < 2 {
-			return errors.New("usage: drover-lab exec NODE CMD...")
+			return errors.New("usage: drover-lab exec NODE COMMAND [ARG]")
 		}
 		n := l.Node(rest[0])
 		if n == nil || !n.Running() {
