@@ -27,7 +27,9 @@ e2e: setup
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags e2e ./e2e/
 
 # Each benchmark with the iterations it needs; results go to docs/benchmarks.md.
 bench: setup
