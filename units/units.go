@@ -18,10 +18,11 @@
 //     release whose bundle of w only links the previous one's files leaves
 //     w's instances running, even though they started in an older release
 //     directory; any file added, removed or replaced restarts them. Files that
-//     are copied rather than linked, such as those of a worker with an
-//     install step, which the release store copies whole so that the step
-//     cannot change another release, are new every release: such a worker is
-//     restarted on every release. That is the conservative side.
+//     are copied rather than linked are new: a worker whose install step ran
+//     again (the release store copies such a bundle whole, so that the step
+//     cannot change another release, unless nothing in it or its step
+//     changed, when it links the previous installed bundle whole) is
+//     restarted. That is the conservative side.
 //   - Instances are restarted one at a time, in port order, and each must be
 //     up and healthy before the next one is touched, so a worker with two or
 //     more instances always has one serving. An unchanged instance is only
