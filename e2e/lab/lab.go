@@ -283,6 +283,13 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if _, err := os.Stat(l.cfg.Drover); err != nil {
 		return fmt.Errorf("drover binary: %w (run `make build`)", err)
 	}
+	// A clone outside the lab's directory is the user's: refuse before
+	// touching anything (an earlier lab may still be running).
+	if !strings.HasPrefix(l.cfg.Work, l.cfg.Dir+string(filepath.Separator)) {
+		if _, err := os.Stat(l.cfg.Work); err == nil {
+			return fmt.Errorf("the lab's clone %s exists: is a lab running? `make demo-stop` stops it and removes the clone", l.cfg.Work)
+		}
+	}
 	if l.leftovers() {
 		l.logf("tearing down the leftovers of an earlier lab in %s", l.cfg.Dir)
 		if err := l.Down(ctx); err != nil {
