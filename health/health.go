@@ -1,7 +1,11 @@
 // Package health runs HTTP checks that must pass several times in a row
 // within a deadline: one success proves little (a process that answers once
 // and then crashes), so a target counts as healthy only after Successes
-// consecutive good answers, and any bad answer starts the count again.
+// consecutive good answers, Interval apart, and any bad answer starts the
+// count again. Until a target has answered well once (a worker instance
+// still starting), it is asked every FirstProbe rather than every Interval:
+// waiting up to a whole Interval to notice that it is up would add to every
+// restart, and so to the time a node is out of the load balancer.
 package health
 
 import (
@@ -100,13 +104,17 @@ func Wait(ctx context.Context, checks []Check) error {
 	return errors.Join(all...)
 }
 
+// FirstProbe is how often a check asks a target that has not answered
+// well yet.
+const FirstProbe = 100 * time.Millisecond
+
 func (c Check) wait(ctx context.Context, client *http.Client) error {
 	need := max(c.Successes, 1)
 	interval := c.Interval
 	if interval <= 0 {
 		interval = time.Second
 	}
-	streak := 0
+	streak, succeeded := 0, false
 	var last error
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -124,11 +132,15 @@ func (c Check) wait(ctx context.Context, client *http.Client) error {
 				streak, last = 0, err
 			}
 		} else {
-			streak++
+			streak, succeeded = streak+1, true
 			if streak >= need {
 				return nil
 			}
 		}
-		t.Reset(interval)
+		if succeeded {
+			t.Reset(interval)
+		} else {
+			t.Reset(min(interval, FirstProbe))
+		}
 	}
 }

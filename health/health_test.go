@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,5 +69,42 @@ func TestWaitSendsHostAsTLSServerName(t *testing.T) {
 	defer cancel()
 	if err := Wait(ctx, []Check{{Name: "site blog", URL: srv.URL, Host: "blog.example.com", Interval: 10 * time.Millisecond}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWaitProbesAStartingTargetOften: until the first good answer a target
+// is asked every FirstProbe, so a worker that comes up 300 ms after its
+// restart is seen up then, not an Interval later; once it answered well, the
+// checks keep their Interval. (With a 5 s Interval, probing at the Interval
+// would send one request in the first 5 s and take over 10 s in all.)
+func TestWaitProbesAStartingTargetOften(t *testing.T) {
+	up := time.Now().Add(300 * time.Millisecond)
+	var mu sync.Mutex
+	var times []time.Time // when each request came
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		if time.Now().Before(up) {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Wait(ctx, []Check{{Name: "api", URL: srv.URL, Successes: 2, Interval: 5 * time.Second}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	n := len(times)
+	if n < 4 {
+		t.Fatalf("%d requests, want the starting target asked every %s (≥ 3 before it is up, then 2 good ones)", n, FirstProbe)
+	}
+	if gap := times[n-1].Sub(times[n-2]); gap < 5*time.Second-50*time.Millisecond {
+		t.Errorf("the two good answers were %s apart, want the 5s Interval", gap)
+	}
+	if first := times[n-2].Sub(up); first > 4*time.Second {
+		t.Errorf("the first good answer came %s after the target was up, want about %s", first, FirstProbe)
 	}
 }

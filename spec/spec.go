@@ -99,7 +99,9 @@ type Worker struct {
 }
 
 // Health is the HTTP check of each instance of a worker: GET Path on the
-// instance's port must answer Status (default 200) Successes times in a row.
+// instance's port must answer Status (default 200) Successes times in a row,
+// Interval apart (a starting instance is asked every 100 ms until it first
+// answers well; see package health).
 type Health struct {
 	Path      string   `yaml:"path" json:"path"`
 	Status    int      `yaml:"status" json:"status,omitempty"`
