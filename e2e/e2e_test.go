@@ -238,11 +238,7 @@ func scenarioBadMigration(t *testing.T, l *lab.Lab) {
 // replica, the rollout goes on, and never are two nodes out at once.
 func scenarioRedisFailover(t *testing.T, l *lab.Lab) {
 	ctx := context.Background()
-	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
-	w := watchLB(l)
-	rev := commit(t, l, "feedback-api v4", map[string]string{
-		"workers/feedback-api/server.js": setVersion(t, read(t, l, "workers/feedback-api/server.js"), "4"),
-	})
+	load, w, rev := pushUnderLoad(t, l, "4")
 	waitFor(t, 2*time.Minute, "a node out of the load balancer", func() bool { return len(w.outNow()) > 0 })
 	master := masterService(t, l)
 	if err := l.Kill(master); err != nil {
@@ -270,11 +266,7 @@ func scenarioRedisFailover(t *testing.T, l *lab.Lab) {
 // balancer only while healthy, and ends on the new revision.
 func scenarioKilledHolder(t *testing.T, l *lab.Lab) {
 	ctx := context.Background()
-	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
-	w := watchLB(l)
-	rev := commit(t, l, "feedback-api v5", map[string]string{
-		"workers/feedback-api/server.js": setVersion(t, read(t, l, "workers/feedback-api/server.js"), "5"),
-	})
+	load, w, rev := pushUnderLoad(t, l, "5")
 	var victim *lab.Node
 	waitFor(t, 2*time.Minute, "a node switching", func() bool {
 		for _, n := range l.Nodes()[:3] {
@@ -386,6 +378,18 @@ func scenarioNewNode(t *testing.T, l *lab.Lab) {
 }
 
 // --- helpers ---------------------------------------------------------------
+
+// pushUnderLoad starts the load and the watch of the LB, then pushes
+// feedback-api version v.
+func pushUnderLoad(t testing.TB, l *lab.Lab, v string) (*lab.Load, *lbWatch, string) {
+	t.Helper()
+	load := l.StartLoad(context.Background(), clients, think, lab.DefaultTargets)
+	w := watchLB(l)
+	rev := commit(t, l, "feedback-api v"+v, map[string]string{
+		"workers/feedback-api/server.js": setVersion(t, read(t, l, "workers/feedback-api/server.js"), v),
+	})
+	return load, w, rev
+}
 
 func commit(t testing.TB, l *lab.Lab, msg string, files map[string]string) string {
 	t.Helper()
