@@ -45,7 +45,8 @@ demo: setup build
 	bin/drover-lab up --work .demo/config
 
 demo-stop:
-	@if [ -x bin/drover-lab ]; then bin/drover-lab down; else $(GO) run ./e2e/cmd/drover-lab down; fi
+	@if [ ! -e /tmp/drover-lab/lab.json ]; then echo "no demo lab running"; \
+	  elif [ -x bin/drover-lab ]; then bin/drover-lab down; else $(GO) run ./e2e/cmd/drover-lab down; fi
 	rm -rf .demo
 
 # drover's agent alone on this machine, without root or a cluster.

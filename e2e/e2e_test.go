@@ -372,6 +372,9 @@ func scenarioNewNode(t *testing.T, l *lab.Lab) {
 			t.Errorf("n4 was in the load balancer at %s before serving the current revision: %s", p.at.Format(time.TimeOnly), p.answer)
 		}
 	}
+	if len(lb.probes) == 0 {
+		t.Error("n4 was never seen joining the load balancer")
+	}
 	if body := get(t, n4, "blog.example.com", "/"); !strings.Contains(body, "rollout F") {
 		t.Errorf("n4 serves %.200s", body)
 	}
@@ -690,9 +693,9 @@ func watchLB(l *lab.Lab) *lbWatch {
 				w.mu.Unlock()
 				for _, n := range probes {
 					code, body, err := fetch(n, "blog.example.com", "/")
-					_, apiBody, apiErr := fetch(n, "app.example.com", "/api/version")
-					p := probe{at: time.Now(), healthy: err == nil && code == 200 && apiErr == nil,
-						answer: fmt.Sprintf("%d %v %.300s | %s %v", code, err, body, apiBody, apiErr)}
+					apiCode, apiBody, apiErr := fetch(n, "app.example.com", "/api/version")
+					p := probe{at: time.Now(), healthy: err == nil && code == 200 && apiErr == nil && apiCode == 200,
+						answer: fmt.Sprintf("%d %v %.300s | %d %s %v", code, err, body, apiCode, apiBody, apiErr)}
 					w.mu.Lock()
 					w.res.probes = append(w.res.probes, p)
 					w.mu.Unlock()

@@ -114,6 +114,12 @@ func (l *Lab) start(ctx context.Context, s service) error {
 		return err
 	}
 	deadline := time.Now().Add(30 * time.Second)
+	// A service that never got ready is stopped again, so that a later
+	// Start does not find it "already running".
+	fail := func(err error) error {
+		_ = l.stop(s.name, syscall.SIGKILL)
+		return err
+	}
 	for {
 		err := s.ready(ctx)
 		if err == nil {
@@ -121,13 +127,13 @@ func (l *Lab) start(ctx context.Context, s service) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("%s exited at start: %s", s.name, l.tail(s.name))
+			return fail(fmt.Errorf("%s exited at start: %s", s.name, l.tail(s.name)))
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w", s.name, ctx.Err())
+			return fail(fmt.Errorf("%s not ready: %w", s.name, ctx.Err()))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after 30s: %v\n%s", s.name, err, l.tail(s.name))
+			return fail(fmt.Errorf("%s not ready after 30s: %v\n%s", s.name, err, l.tail(s.name)))
 		}
 	}
 }

@@ -285,7 +285,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	// A clone outside the lab's directory is the user's: refuse before
 	// touching anything (an earlier lab may still be running).
-	if !strings.HasPrefix(l.cfg.Work, l.cfg.Dir+string(filepath.Separator)) {
+	if l.userClone() {
 		if _, err := os.Stat(l.cfg.Work); err == nil {
 			return fmt.Errorf("the lab's clone %s exists: is a lab running? `make demo-stop` stops it and removes the clone", l.cfg.Work)
 		}
@@ -298,6 +298,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			if made := l.userClone(); made {
+				_ = os.RemoveAll(l.cfg.Work) // made by this Up; nothing of the user's yet
+			}
 			if derr := l.Down(context.Background()); derr != nil {
 				err = errors.Join(err, fmt.Errorf("tear down after failure: %w", derr))
 			}
@@ -347,6 +350,12 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	l.logf("lab up in %s: LB http://%s, repo %s (clone in %s)", time.Since(start).Round(time.Millisecond), l.LBAddr(), l.RepoURL(), l.cfg.Work)
 	return nil
+}
+
+// userClone reports whether the clone lives outside the lab's directory
+// (make demo's .demo/config), where Down does not remove it.
+func (l *Lab) userClone() bool {
+	return !strings.HasPrefix(l.cfg.Work, l.cfg.Dir+string(filepath.Separator))
 }
 
 // Down stops every node and service of the lab and removes what it made;

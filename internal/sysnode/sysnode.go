@@ -694,8 +694,8 @@ func unmount(target string) error {
 			return nil
 		}
 		err := syscall.Unmount(target, 0)
-		if err == nil || errors.Is(err, syscall.EINVAL) {
-			continue
+		if err == nil {
+			continue // stacked mounts: unmount the next one
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("unmount %s: %w", target, err)
