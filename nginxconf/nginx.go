@@ -105,7 +105,7 @@ func (n *Nginx) Install(ctx context.Context, content []byte) (changed bool, err 
 	if fi, err := os.Stat(n.Config); err == nil {
 		mode = fi.Mode().Perm()
 	}
-	cand, err := writeTemp(n.Config, content, mode)
+	cand, err := atomicfile.WriteTemp(n.Config, content, mode)
 	if err != nil {
 		return false, fmt.Errorf("install nginx config: %w", err)
 	}
@@ -360,28 +360,4 @@ func (n *Nginx) Start(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// writeTemp writes data to a new temp file in the directory of path, synced
-// to disk, and returns its name.
-func writeTemp(path string, data []byte, mode fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".drover-*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
 }

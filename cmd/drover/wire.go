@@ -16,6 +16,7 @@ import (
 	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
@@ -299,19 +300,12 @@ func (w *webServer) Check(ctx context.Context, sp *spec.Spec) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".drover-check-*.conf")
+	cand, err := atomicfile.WriteTemp(w.nginx.Config, conf, 0o644)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(conf); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return w.nginx.Test(ctx, f.Name())
+	defer os.Remove(cand)
+	return w.nginx.Test(ctx, cand)
 }
 
 // Apply installs sp's config and reloads nginx, starting it first when

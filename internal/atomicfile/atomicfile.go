@@ -12,13 +12,26 @@ import (
 
 // WriteFile replaces path with data, with permission bits mode.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := WriteTemp(path, data, mode)
+	if err == nil {
+		if err = os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
+	return SyncDir(filepath.Dir(path))
+}
+
+// WriteTemp writes data, synced to disk, with permission bits mode, to a new
+// temporary file beside path, and returns its name: a candidate that the
+// caller checks (nginx -t) before renaming it over path, or removes.
+func WriteTemp(path string, data []byte, mode os.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(mode)
@@ -29,13 +42,11 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		os.Remove(f.Name())
+		return "", err
 	}
-	return SyncDir(dir)
+	return f.Name(), nil
 }
 
 // SyncDir makes the entries of dir (a rename, a new file) durable.
