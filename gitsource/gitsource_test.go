@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/drover-dev/drover/internal/testsvc"
 )
 
 func mustRead(t testing.TB, fsys fs.FS, name string) string {
@@ -224,7 +226,7 @@ func TestDamagedStoreIsClonedAfresh(t *testing.T) {
 	if err := os.Truncate(packs[0], 40); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testsvc.LogBuffer{}
 	r = openRepo(t, Config{URL: u.fileURL(), Dir: dir}, logs)
 	u.write("dir0/f.txt", "changed", 0o644)
 	c2 := u.commit("two")
@@ -362,7 +364,7 @@ func TestTokenAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	logs := &logBuffer{}
+	logs := &testsvc.LogBuffer{}
 	r := openRepo(t, Config{URL: srv.url(), TokenFile: tokenFile}, logs)
 	if rev, err := r.Remote(ctx); err != nil || rev != c1 {
 		t.Fatalf("Remote with the token = %s, %v", rev, err)

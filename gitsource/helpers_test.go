@@ -1,7 +1,6 @@
 package gitsource
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/base64"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/command"
+	"github.com/drover-dev/drover/internal/testsvc"
 )
 
 // gitEnv makes the git CLI independent of the machine's configuration.
@@ -172,31 +172,13 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// logBuffer collects a Repo's log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func testLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // openRepo opens a Repo for url with a fresh local dir, logging to logs
 // (if not nil) and to the test log on failure.
-func openRepo(t testing.TB, cfg Config, logs *logBuffer) *Repo {
+func openRepo(t testing.TB, cfg Config, logs *testsvc.LogBuffer) *Repo {
 	t.Helper()
 	if cfg.Branch == "" {
 		cfg.Branch = "main"

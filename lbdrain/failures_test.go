@@ -1,37 +1,17 @@
 package lbdrain
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/drover-dev/drover/internal/testsvc"
 )
-
-// syncBuffer collects a driver's log for assertions.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // An HAProxy that refuses the change, or does not know the server, makes
 // Drain fail and leaves the server in rotation.
@@ -92,7 +72,7 @@ func TestHAProxyUndrainUnhealthyNode(t *testing.T) {
 func TestHAProxyDrainTimeoutWithRequestInFlight(t *testing.T) {
 	t.Parallel()
 	env := haproxyEnvWithNode(t)
-	var logs syncBuffer
+	var logs testsvc.LogBuffer
 	d := newHAProxy(Config{DrainTimeout: 300 * time.Millisecond, StatusURL: env.n.statusURL,
 		HAProxy: HAProxyConfig{Socket: env.h.Socket, Backend: "web", Server: "node1"}}, slog.New(slog.NewTextHandler(&logs, nil)))
 	resp, err := http.Get("http://" + env.fe + "/slow.bin")

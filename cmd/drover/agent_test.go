@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,12 +49,12 @@ type testNode struct {
 	statusPort            int
 	agent                 *exec.Cmd
 	agentDone             chan struct{}
-	agentLog              *syncBuffer
+	agentLog              *testsvc.LogBuffer
 	name                  string
 	// specExtra is appended to the drover.yaml of each commit.
 	specExtra string
 	// allLogs keeps the logs of every agent started on this node.
-	allLogs []*syncBuffer
+	allLogs []*testsvc.LogBuffer
 }
 
 const workerJS = `"use strict";
@@ -193,7 +191,7 @@ workers:
 
 func (n *testNode) startAgent() {
 	n.t.Helper()
-	n.agentLog = &syncBuffer{}
+	n.agentLog = &testsvc.LogBuffer{}
 	n.allLogs = append(n.allLogs, n.agentLog)
 	cmd := exec.Command(droverBin, "agent", "--config", n.config)
 	cmd.Stdout, cmd.Stderr = n.agentLog, n.agentLog
@@ -420,22 +418,4 @@ func runCLI(t testing.TB, args ...string) string {
 		t.Fatalf("drover %v: %v\n%s", args, err, out)
 	}
 	return string(out)
-}
-
-// syncBuffer is an agent's log, which tests read while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/drover-dev/drover/internal/testsvc"
 	"golang.org/x/sys/unix"
 )
 
@@ -257,7 +258,7 @@ func startIdleAgent(b *testing.B, bin string, v benchVariant, interval time.Dura
 	// the other agents measured.
 	own := filepath.Join(n.dir, "drover")
 	copySynced(b, bin, own, v.cold)
-	n.agentLog = &syncBuffer{}
+	n.agentLog = &testsvc.LogBuffer{}
 	n.allLogs = append(n.allLogs, n.agentLog)
 	cmd := exec.Command(own, "agent", "--config", n.config)
 	cmd.Env = append(os.Environ(), v.env...)
@@ -313,7 +314,7 @@ func startIdlePoller(b *testing.B, bin string, interval time.Duration) *idleProc
 	own := filepath.Join(n.dir, "gitpoller")
 	copySynced(b, bin, own, false)
 	cmd := exec.Command(own, url, "main", interval.String())
-	out := &syncBuffer{}
+	out := &testsvc.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
