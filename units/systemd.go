@@ -20,6 +20,7 @@ import (
 	"github.com/drover-dev/drover/health"
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/command"
+	"github.com/drover-dev/drover/internal/sdbus"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -487,29 +488,12 @@ func (s *Systemd) bus() (*sddbus.Conn, error) {
 		s.conn.Close()
 		s.conn = nil
 	}
-	c, err := DialSystemd(s.cfg.Socket)
+	c, err := sdbus.Dial(s.cfg.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd at %s: %w", s.cfg.Socket, err)
 	}
 	s.conn = c
 	return c, nil
-}
-
-// DialSystemd connects to systemd's private bus at socket: a direct
-// connection with EXTERNAL authentication and no Hello, as systemd expects
-// there (no bus daemon in between).
-func DialSystemd(socket string) (*sddbus.Conn, error) {
-	return sddbus.NewConnection(func() (*dbus.Conn, error) {
-		c, err := dbus.Dial("unix:path=" + socket)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c, nil
-	})
 }
 
 func (s *Systemd) loadRecords() error {

@@ -3,32 +3,14 @@ package sysnode
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
-	"github.com/godbus/dbus/v5"
+	"github.com/drover-dev/drover/internal/sdbus"
 )
 
-// Dial connects to systemd's private bus at sock the way drover does: a
-// direct connection, EXTERNAL authentication, no Hello (there is no bus
-// daemon in between). It repeats units.DialSystemd on purpose: importing
-// units here would make an import cycle with units' own tests, which use
-// this package through systemdtest.
-func Dial(sock string) (*sddbus.Conn, error) {
-	return sddbus.NewConnection(func() (*dbus.Conn, error) {
-		c, err := dbus.Dial("unix:path=" + sock)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c, nil
-	})
-}
+// Dial connects to systemd's private bus at sock (see internal/sdbus).
+func Dial(sock string) (*sddbus.Conn, error) { return sdbus.Dial(sock) }
 
 // SystemState is the node's systemd state (starting, running, degraded, ...).
 func (n *Node) SystemState(ctx context.Context) (string, error) {
