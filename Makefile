@@ -4,7 +4,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test unit e2e lint setup bench demo demo-stop quickstart quickstart-stop clean
+.PHONY: build test unit e2e lint setup bench demo demo-stop quickstart quickstart-stop clean release
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/drover ./cmd/drover
@@ -35,8 +35,13 @@ lint:
 bench: setup
 	@bash scripts/bench.sh
 
+# Static linux/amd64 and linux/arm64 binaries, a .deb of each and
+# SHA256SUMS, into dist/ (scripts/release.sh says what the package holds).
+release:
+	@VERSION=$(VERSION) GO=$(GO) bash scripts/release.sh
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
 
 # The README's first command: the example platform on a 3-node cluster on
 # this machine (e2e/lab), with a git forge to push changes to.

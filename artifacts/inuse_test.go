@@ -3,6 +3,7 @@ package artifacts
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -90,7 +91,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 // elsewhere, its old release goes.
 func TestPruneKeepsTheReleaseARunningWorkerStartedIn(t *testing.T) {
 	s := openStore(t, Options{})
-	sup := units.NewExec(units.ExecConfig{Config: units.Config{Settle: 300 * time.Millisecond, InstanceTimeout: 20 * time.Second}})
+	sup := units.NewExec(units.ExecConfig{Config: units.Config{Log: slog.New(slog.NewTextHandler(t.Output(), nil)), Settle: 300 * time.Millisecond, InstanceTimeout: 20 * time.Second}})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/drover-dev/drover/internal/layout"
 )
 
 // manifest lists everything a release holds, so the next release can tell
@@ -126,7 +128,12 @@ func readManifest(dir, digest string) (*manifest, error) {
 type linkIndex struct {
 	dir   string
 	files map[string]candidate // by contentKey
-	trees map[string]*tree     // by tree Dir
+	// at holds every file by its OS path relative to dir, so that a file
+	// is linked from the same path when that copy has the content: two
+	// trees holding identical files (two workers' server.js) each keep
+	// their own inode, and so their bundle's identity (units.bundleID).
+	at    map[string]candidate
+	trees map[string]*tree // by tree Dir
 	// installed are the installed trees, by Dir.
 	installed map[string]*tree
 	// allCID is true when every file of the base has a content id, so
@@ -143,7 +150,7 @@ type candidate struct {
 }
 
 func newLinkIndex(dir string, m *manifest) *linkIndex {
-	ix := &linkIndex{dir: dir, files: map[string]candidate{}, trees: map[string]*tree{}, installed: map[string]*tree{}, allCID: true}
+	ix := &linkIndex{dir: dir, files: map[string]candidate{}, at: map[string]candidate{}, trees: map[string]*tree{}, installed: map[string]*tree{}, allCID: true}
 	for i := range m.Trees {
 		t := &m.Trees[i]
 		if t.Installed {
@@ -163,6 +170,7 @@ func newLinkIndex(dir string, m *manifest) *linkIndex {
 				cid:   e.CID,
 				sum:   e.Sum,
 			}
+			ix.at[c.path] = c
 			if e.CID != "" {
 				ix.files[contentKey("cid", e.CID, e.Mode)] = c
 			} else {
@@ -182,21 +190,34 @@ func contentKey(kind, id string, mode fs.FileMode) string {
 }
 
 // lookup returns the path of an unchanged copy of key in the base release,
-// after checking that it was not modified since it was written.
-func (ix *linkIndex) lookup(key string) (string, candidate, bool) {
+// after checking that it was not modified since it was written: the file
+// at the OS path at (relative to the release) when it has that content and
+// is unchanged, else any file that has.
+func (ix *linkIndex) lookup(key, at string) (string, candidate, bool) {
 	if ix == nil {
 		return "", candidate{}, false
 	}
-	c, ok := ix.files[key]
-	if !ok {
-		return "", candidate{}, false
+	if c, ok := ix.at[at]; ok && (key == contentKey("cid", c.cid, c.mode) || key == contentKey("sha256", c.sum, c.mode)) {
+		if p, ok := ix.unchanged(c); ok {
+			return p, c, true
+		}
 	}
+	if c, ok := ix.files[key]; ok {
+		if p, ok := ix.unchanged(c); ok {
+			return p, c, true
+		}
+	}
+	return "", candidate{}, false
+}
+
+// unchanged returns c's path when the file is as the manifest says.
+func (ix *linkIndex) unchanged(c candidate) (string, bool) {
 	p := filepath.Join(ix.dir, c.path)
 	fi, err := os.Lstat(p)
 	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != c.mode || fi.Size() != c.size || fi.ModTime().UnixNano() != c.mtime {
-		return "", candidate{}, false
+		return "", false
 	}
-	return p, c, true
+	return p, true
 }
 
 // SourceIDs reads what each site and worker tree of the complete release
@@ -210,7 +231,7 @@ func SourceIDs(stateDir, rev string) (map[string]map[string]string, error) {
 	if err := checkRev(rev); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(stateDir, "releases", rev)
+	dir := layout.New(stateDir).Release(rev)
 	data, err := os.ReadFile(filepath.Join(dir, markerFile))
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", rev, err)

@@ -49,7 +49,7 @@ type counts struct {
 
 // materializeSource fills dir (which must not exist) with the repo
 // directory src of fsys, linking from base what it can.
-func materializeSource(ctx context.Context, fsys fs.FS, src, dir string, base *linkIndex, n *counts) ([]entry, error) {
+func materializeSource(ctx context.Context, fsys fs.FS, src, dir, treeDir string, base *linkIndex, n *counts) ([]entry, error) {
 	type fileTask struct {
 		name, rel, dst string
 		mode           fs.FileMode
@@ -107,6 +107,7 @@ func materializeSource(ctx context.Context, fsys fs.FS, src, dir string, base *l
 	err = forEach(ctx, len(files), copyWorkers, func(i int) error {
 		t := files[i]
 		e := entry{Path: t.rel, Kind: kindFile, Mode: t.mode}
+		at := filepath.Join(filepath.FromSlash(treeDir), filepath.FromSlash(t.rel))
 		if cid != nil {
 			var err error
 			if e.CID, err = cid.ContentID(t.name); err != nil {
@@ -117,13 +118,13 @@ func materializeSource(ctx context.Context, fsys fs.FS, src, dir string, base *l
 			var ok bool
 			var err error
 			if e.CID != "" {
-				ok, err = linkFrom(base, &e, t.dst, contentKey("cid", e.CID, e.Mode))
+				ok, err = linkFrom(base, &e, t.dst, contentKey("cid", e.CID, e.Mode), at)
 			}
 			// Without a content id known to the base, hash first, so
 			// that an unchanged file is read once.
 			if !ok && err == nil && (e.CID == "" || !base.allCID) {
 				if e.Sum, err = hashFile(fsys, t.name); err == nil {
-					ok, err = linkFrom(base, &e, t.dst, contentKey("sha256", e.Sum, e.Mode))
+					ok, err = linkFrom(base, &e, t.dst, contentKey("sha256", e.Sum, e.Mode), at)
 				}
 			}
 			if err != nil || ok {
@@ -189,10 +190,11 @@ func mkdir(dir string) error {
 }
 
 // linkFrom hard-links dst to an unchanged copy of the content key names in
-// the base release, with e's mode, and fills in e from it. It reports false
-// when there is none, or when the copy has too many links.
-func linkFrom(base *linkIndex, e *entry, dst, key string) (bool, error) {
-	p, c, ok := base.lookup(key)
+// the base release (preferably the one at the OS path at, relative to the
+// release), with e's mode, and fills in e from it. It reports false when
+// there is none, or when the copy has too many links.
+func linkFrom(base *linkIndex, e *entry, dst, key, at string) (bool, error) {
+	p, c, ok := base.lookup(key, at)
 	if !ok {
 		return false, nil
 	}
@@ -287,7 +289,7 @@ func relinkTree(ctx context.Context, base *linkIndex, t *tree, dir string, n *co
 			if e.CID != "" {
 				key = contentKey("cid", e.CID, e.Mode)
 			}
-			ok, err := linkFrom(base, &e, dst, key)
+			ok, err := linkFrom(base, &e, dst, key, filepath.Join(filepath.FromSlash(t.Dir), filepath.FromSlash(e.Path)))
 			if err != nil || !ok {
 				return nil, false, err
 			}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
-	"github.com/drover-dev/drover/internal/command"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/spec"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +36,10 @@ func (s *Store) Prepare(ctx context.Context, rev string, specBytes []byte, sp *s
 	if sp == nil {
 		return nil, fmt.Errorf("prepare %s: no spec", rev)
 	}
+	// Nothing in drover waits forever: a stuck download or install step
+	// ends here, and the revision is retried later.
+	ctx, cancel := context.WithTimeout(ctx, s.opts.PrepareTimeout)
+	defer cancel()
 	select {
 	case s.prep <- struct{}{}:
 	case <-ctx.Done():
@@ -112,9 +116,9 @@ func (s *Store) startBuild(rev string) (*build, func(), error) {
 			b.baseRev, digest = r.rev, r.m.Manifest
 		}
 	}
-	paths := []string{"releases/" + rev}
+	paths := []string{layout.ReleasesDir + "/" + rev}
 	if b.baseRev != "" {
-		paths = append(paths, "releases/"+b.baseRev)
+		paths = append(paths, layout.ReleasesDir+"/"+b.baseRev)
 		baseDir := s.ReleaseDir(b.baseRev)
 		if m, err := readManifest(baseDir, digest); err != nil {
 			s.log.Warn("copying every file: base release unreadable", "rev", rev, "base", b.baseRev, "err", err)
@@ -215,7 +219,7 @@ func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a 
 	switch {
 	case src != "":
 		t.Source = src
-		t.Entries, err = materializeSource(ctx, fsys, src, dst, base, &b.n)
+		t.Entries, err = materializeSource(ctx, fsys, src, dst, t.Dir, base, &b.n)
 	case a != nil:
 		t.Artifact, t.Strip = a.SHA256, a.StripComponents
 		t.Entries, err = b.artifact(ctx, a, dst, base)
@@ -223,6 +227,9 @@ func (b *build) tree(ctx context.Context, fsys fs.FS, kind, name, src string, a 
 		err = errors.New("neither a source nor an artifact")
 	}
 	if err != nil {
+		return false, err
+	}
+	if err := checkLinks(dst); err != nil {
 		return false, err
 	}
 	if installed {
@@ -376,24 +383,6 @@ func (ix *linkIndex) treeOf(a *spec.Artifact) *tree {
 			return t
 		}
 	}
-	return nil
-}
-
-// install runs w's install step in its new bundle directory.
-func (b *build) install(ctx context.Context, w *spec.Worker) error {
-	if len(w.Install) == 0 {
-		return nil
-	}
-	dir := filepath.Join(b.dir, "workers", w.Name)
-	timeout := w.InstallTimeout.D()
-	if timeout <= 0 {
-		timeout = spec.DefaultInstallTimeout
-	}
-	start := time.Now()
-	if _, err := command.Run(ctx, command.Cmd{Argv: w.Install, Dir: dir, Timeout: timeout}); err != nil {
-		return fmt.Errorf("install worker %s in %s: %w", w.Name, dir, err)
-	}
-	b.s.log.Info("installed worker", "rev", b.rev, "worker", w.Name, "took", time.Since(start))
 	return nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/drover-dev/drover/internal/testsvc"
 )
 
 const siteAndWorkerSpec = `version: 1
@@ -109,7 +111,7 @@ func TestPrepareRefusesBadSources(t *testing.T) {
 		{name: "absolute symlink", files: map[string]string{"sites/blog/passwd": "symlink:/etc/passwd"},
 			want: []string{"sites/blog/passwd", "absolute"}},
 		{name: "symlink out of the site", files: map[string]string{"sites/blog/env": "symlink:../../workers/api/.env", "workers/api/.env": "SECRET=1"},
-			want: []string{"sites/blog/env", "leaves sites/blog"}},
+			want: []string{"sites/blog/env", "resolves outside sites/blog"}},
 		{name: "fifo", fifo: "sites/blog/pipe", want: []string{"sites/blog/pipe", "fifo"}},
 		{name: "source is a symlink", files: map[string]string{"sites/blog": "symlink:/etc"},
 			want: []string{"sites/blog", "symlink"}},
@@ -221,6 +223,10 @@ func TestPrepareHardlinksUnchangedFiles(t *testing.T) {
 				"sites/blog/script.sh":   "mode changes",
 				"sites/blog/moved.txt":   "moved content",
 				"sites/blog/touched.txt": "edited in place",
+				// Two copies of one content: each stays linked to its own
+				// inode, as a worker's bundle identity depends on it.
+				"sites/blog/twin-a.txt": "twins",
+				"sites/blog/twin-b.txt": "twins",
 			})
 			r1, _ := prep(rev(1))
 			mtime1, _ := os.Stat(r1.SiteDir("blog") + "/same.css")
@@ -233,6 +239,11 @@ func TestPrepareHardlinksUnchangedFiles(t *testing.T) {
 			f1, f2 := r1.SiteDir("blog")+"/", r2.SiteDir("blog")+"/"
 			if inode(t, f1+"same.css") != inode(t, f2+"same.css") {
 				t.Error("same.css was copied, not linked")
+			}
+			for _, twin := range []string{"twin-a.txt", "twin-b.txt"} {
+				if inode(t, f1+twin) != inode(t, f2+twin) {
+					t.Errorf("%s was linked to another path's copy of its content, not its own", twin)
+				}
 			}
 			if inode(t, f1+"moved.txt") != inode(t, f2+"new/moved.txt") {
 				t.Error("a moved file was copied, not linked")
@@ -396,7 +407,12 @@ func TestPrepareReusesAnUnchangedInstalledBundle(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, Options{})
 	repo := t.TempDir()
-	runs := filepath.Join(t.TempDir(), "runs")
+	// The step runs as nobody: it writes where nobody may.
+	runsDir := testsvc.WorldDir(t, "runs")
+	if err := os.Chmod(runsDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	runs := filepath.Join(runsDir, "runs")
 	writeRepo(t, repo, map[string]string{"workers/api/package.json": `{"name":"api"}`, "x:workers/api/server.sh": "#!/bin/sh\n",
 		"sites/blog/index.html": "v1"})
 	script := fmt.Sprintf(`echo run >> %s && mkdir -p node_modules/dep && echo dep > node_modules/dep/index.js && chmod 555 node_modules`, runs)
@@ -498,4 +514,17 @@ func TestPrepareLinksAcrossContentIDKinds(t *testing.T) {
 		}
 		prev = r
 	}
+}
+
+// TestPrepareHasADeadline: with no deadline from the caller, Prepare still
+// ends (Options.PrepareTimeout), here inside an install step whose own
+// installTimeout is longer.
+func TestPrepareHasADeadline(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, Options{PrepareTimeout: 300 * time.Millisecond})
+	repo := t.TempDir()
+	writeRepo(t, repo, map[string]string{"workers/api/server.sh": "v1"})
+	yaml := fmt.Sprintf(installSpec, "sleep 30", "1h")
+	_, err := s.Prepare(context.Background(), rev(1), []byte(yaml), parseSpec(t, yaml), os.DirFS(repo))
+	wantErr(t, err, "timed out")
 }

@@ -80,6 +80,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -92,8 +93,19 @@ type Options struct {
 	MaxTarballBytes int64
 	// MaxExtractedBytes bounds the file contents of one tarball; default 4 GiB.
 	MaxExtractedBytes int64
-	// MaxFiles bounds the entries of one tarball; default 200,000.
+	// MaxFiles bounds the entries of one tarball, and the directories it
+	// implies; default 200,000.
 	MaxFiles int
+	// MaxInstallFileBytes bounds each file an install step writes
+	// (RLIMIT_FSIZE; the step is killed by SIGXFSZ past it); default 1 GiB.
+	MaxInstallFileBytes int64
+	// ArtifactSchemes are the URL schemes tarballs may be fetched over
+	// (https, http): the node policy's (spec.Policy); default https only.
+	ArtifactSchemes []string
+	// PrepareTimeout bounds one Prepare (downloads, extraction, install
+	// steps together); default 30 minutes. Each install step has its own
+	// installTimeout within it.
+	PrepareTimeout time.Duration
 	// Log receives one line per prepared release and per notable event.
 	Log *slog.Logger
 }
@@ -103,15 +115,16 @@ const (
 	DefaultMaxTarballBytes   = 1 << 30
 	DefaultMaxExtractedBytes = 4 << 30
 	DefaultMaxFiles          = 200_000
+	DefaultPrepareTimeout    = 30 * time.Minute
+	DefaultMaxInstallFile    = 1 << 30
 )
 
-// Names inside the state directory and inside a release.
+// Names inside the state directory and inside a release (the contract's
+// paths are package layout's).
 const (
 	markerFile   = ".drover-complete"
 	manifestFile = ".drover-manifest.json.gz"
 	lockFile     = ".lock"
-	liveLink     = "current"
-	prevLink     = "previous"
 )
 
 // Store is the release store of one state directory.
@@ -131,6 +144,9 @@ type Store struct {
 	busy map[string]int
 	// inUse lists release directories that running workers started in.
 	inUse func() []string
+	// installUnits runs install steps in transient systemd units (see
+	// RunInstallsInUnits); guarded by mu.
+	installUnits bool
 }
 
 // Release is a complete release on disk.
@@ -143,16 +159,16 @@ type Release struct {
 }
 
 // SiteDir is where the files of site name are in this release.
-func (r *Release) SiteDir(name string) string { return filepath.Join(r.Dir, "sites", name) }
+func (r *Release) SiteDir(name string) string { return layout.SiteDir(r.Dir, name) }
 
 // WorkerDir is the bundle directory of worker name in this release.
-func (r *Release) WorkerDir(name string) string { return filepath.Join(r.Dir, "workers", name) }
+func (r *Release) WorkerDir(name string) string { return layout.WorkerDir(r.Dir, name) }
 
 // SpecFile is the drover.yaml that this release was prepared from.
-func (r *Release) SpecFile() string { return filepath.Join(r.Dir, "drover.yaml") }
+func (r *Release) SpecFile() string { return layout.SpecFile(r.Dir) }
 
 // MigrationsDir is where the release keeps the spec's migrations dir.
-func (r *Release) MigrationsDir() string { return filepath.Join(r.Dir, "db", "migrations") }
+func (r *Release) MigrationsDir() string { return layout.MigrationsDir(r.Dir) }
 
 // Open opens (creating it if needed) the release store in stateDir and
 // takes its lock; another Open of the same directory fails until Close.
@@ -161,8 +177,24 @@ func Open(stateDir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open release store %s: %w", stateDir, err)
 	}
+	if opts.MaxInstallFileBytes <= 0 {
+		opts.MaxInstallFileBytes = DefaultMaxInstallFile
+	}
+	if len(opts.ArtifactSchemes) == 0 {
+		opts.ArtifactSchemes = []string{"https"}
+	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{Timeout: 10 * time.Minute}
+		schemes := opts.ArtifactSchemes
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Minute, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			// A redirect may not leave the node's schemes (https to http).
+			if !slices.Contains(schemes, req.URL.Scheme) {
+				return fmt.Errorf("redirected to %s, a scheme this node does not fetch over", req.URL.Redacted())
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		}}
 	}
 	if opts.MaxTarballBytes <= 0 {
 		opts.MaxTarballBytes = DefaultMaxTarballBytes
@@ -173,17 +205,27 @@ func Open(stateDir string, opts Options) (*Store, error) {
 	if opts.MaxFiles <= 0 {
 		opts.MaxFiles = DefaultMaxFiles
 	}
+	if opts.PrepareTimeout <= 0 {
+		opts.PrepareTimeout = DefaultPrepareTimeout
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	for _, d := range []string{dir, filepath.Join(dir, "releases"), filepath.Join(dir, "cache"), filepath.Join(dir, "trash")} {
+	for _, d := range []string{dir, layout.New(dir).Releases(), filepath.Join(dir, "cache"), filepath.Join(dir, "trash")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("open release store: %w", err)
 		}
 		if d != dir {
-			// nginx and the workers' users traverse releases/.
-			if err := os.Chmod(d, 0o755); err != nil {
+			// nginx and the install steps' users traverse releases/ to
+			// what they serve and build, but list nothing: a revision
+			// they were not given is not theirs to find. The cache and
+			// the trash are drover's alone.
+			mode := fs.FileMode(0o700)
+			if d == layout.New(dir).Releases() {
+				mode = 0o711
+			}
+			if err := os.Chmod(d, mode); err != nil {
 				return nil, fmt.Errorf("open release store: %w", err)
 			}
 		}
@@ -222,17 +264,17 @@ func (s *Store) Close() error {
 func (s *Store) Dir() string { return s.dir }
 
 // ReleaseDir is S/releases/<rev>, whether or not it exists.
-func (s *Store) ReleaseDir(rev string) string { return filepath.Join(s.dir, "releases", rev) }
+func (s *Store) ReleaseDir(rev string) string { return layout.New(s.dir).Release(rev) }
 
 // LiveDir is S/current: paths through it follow every Switch.
-func (s *Store) LiveDir() string { return filepath.Join(s.dir, liveLink) }
+func (s *Store) LiveDir() string { return layout.New(s.dir).Current() }
 
 // LiveSiteDir is S/current/sites/<name>: the root nginx serves a site from.
-func (s *Store) LiveSiteDir(name string) string { return filepath.Join(s.LiveDir(), "sites", name) }
+func (s *Store) LiveSiteDir(name string) string { return layout.SiteDir(s.LiveDir(), name) }
 
 // LiveWorkerDir is S/current/workers/<name>: a worker's WorkingDirectory.
 func (s *Store) LiveWorkerDir(name string) string {
-	return filepath.Join(s.LiveDir(), "workers", name)
+	return layout.WorkerDir(s.LiveDir(), name)
 }
 
 var revRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -289,11 +331,11 @@ func (s *Store) Release(rev string) (*Release, error) {
 }
 
 // Current is the revision of the live release, "" when there is none.
-func (s *Store) Current() (string, error) { return s.readLink(liveLink) }
+func (s *Store) Current() (string, error) { return s.readLink(layout.CurrentLink) }
 
 // Previous is the revision that the last Switch replaced, "" when none:
 // the release a rollback goes back to.
-func (s *Store) Previous() (string, error) { return s.readLink(prevLink) }
+func (s *Store) Previous() (string, error) { return s.readLink(layout.PreviousLink) }
 
 func (s *Store) readLink(name string) (string, error) {
 	p := filepath.Join(s.dir, name)
@@ -304,7 +346,7 @@ func (s *Store) readLink(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
-	rev, ok := strings.CutPrefix(target, "releases/")
+	rev, ok := strings.CutPrefix(target, layout.ReleasesDir+"/")
 	if !ok || checkRev(rev) != nil {
 		return "", fmt.Errorf("%s points at %q, which is not a release", p, target)
 	}
@@ -332,11 +374,11 @@ func (s *Store) Switch(rev string) error {
 		return nil
 	}
 	if cur != "" {
-		if err := s.replaceLink(prevLink, cur); err != nil {
+		if err := s.replaceLink(layout.PreviousLink, cur); err != nil {
 			return fmt.Errorf("switch to %s: %w", rev, err)
 		}
 	}
-	if err := s.replaceLink(liveLink, rev); err != nil {
+	if err := s.replaceLink(layout.CurrentLink, rev); err != nil {
 		return fmt.Errorf("switch to %s: %w", rev, err)
 	}
 	s.log.Info("switched live release", "rev", rev, "from", cur)
@@ -350,7 +392,7 @@ func (s *Store) replaceLink(name, rev string) error {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := os.Symlink("releases/"+rev, tmp); err != nil {
+	if err := os.Symlink(layout.ReleasesDir+"/"+rev, tmp); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(s.dir); err != nil {
@@ -381,7 +423,7 @@ type completeRelease struct {
 }
 
 func (s *Store) complete() ([]completeRelease, error) {
-	dir := filepath.Join(s.dir, "releases")
+	dir := layout.New(s.dir).Releases()
 	des, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("list releases: %w", err)
@@ -468,7 +510,7 @@ func (s *Store) moveOldAside(keep int) error {
 		}
 	}
 	var errs []error
-	des, err := os.ReadDir(filepath.Join(s.dir, "releases"))
+	des, err := os.ReadDir(layout.New(s.dir).Releases())
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
@@ -510,7 +552,7 @@ func (s *Store) releasesInUse() map[string]bool {
 	if s.inUse == nil {
 		return nil
 	}
-	releases := filepath.Join(s.dir, "releases")
+	releases := layout.New(s.dir).Releases()
 	rfi, err := os.Stat(releases)
 	if err != nil {
 		return nil

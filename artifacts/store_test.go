@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -23,7 +24,9 @@ func rev(n int) string { return fmt.Sprintf("%040x", 0xc0ffee00+n) }
 
 func openStore(t *testing.T, opts Options) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "state"), opts)
+	// A dir others can traverse, as a node's /var/lib is: install steps
+	// run as nobody.
+	s, err := Open(filepath.Join(testsvc.WorldDir(t, "artifacts"), "state"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,9 +18,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/drover-dev/drover/spec"
 )
 
-// tarServer serves tarballs by path and counts the requests.
+// tarServer serves tarballs by path over https (the only scheme a spec may
+// name) and counts the requests; its Client trusts its certificate.
 type tarServer struct {
 	*httptest.Server
 	files map[string][]byte
@@ -28,7 +32,7 @@ type tarServer struct {
 
 func newTarServer(t *testing.T) *tarServer {
 	ts := &tarServer{files: map[string][]byte{}}
-	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ts.hits.Add(1)
 		data, ok := ts.files[r.URL.Path]
 		if !ok {
@@ -110,7 +114,7 @@ func file(name string, size int64) *tar.Header {
 func TestTarballSite(t *testing.T) {
 	t.Parallel()
 	ts := newTarServer(t)
-	s := openStore(t, Options{})
+	s := openStore(t, Options{HTTPClient: ts.Client()})
 	data := realTarball(t, map[string]string{
 		"index.html":       "<app>",
 		"assets/app.js":    "js",
@@ -170,14 +174,72 @@ func TestTarballSite(t *testing.T) {
 	}
 }
 
-func TestTarballFromFileURL(t *testing.T) {
+// TestTarballFileURLRefused: a file:// artifact would read the node's own
+// files (/etc/drover/webhook.secret) into a site nginx serves. The spec
+// refuses it (spec/policy.go), and the store, as a second line, fetches
+// nothing but https.
+func TestTarballFileURLRefused(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, Options{})
-	data := craftedTarball(t, false, file("app/index.html", 5), &tar.Header{Name: "app/copy.html", Typeflag: tar.TypeLink, Linkname: "app/index.html"})
-	p := filepath.Join(t.TempDir(), "app.tar")
-	os.WriteFile(p, data, 0o644)
+	p := filepath.Join(t.TempDir(), "webhook.secret")
+	os.WriteFile(p, []byte("s3cret"), 0o600)
+	sum := sha256.Sum256([]byte("s3cret"))
+	yaml := artifactSpec("file://"+p, hex.EncodeToString(sum[:]), 0)
+	if _, err := spec.Parse(spec.FileName, []byte(yaml)); err == nil || !strings.Contains(err.Error(), "is not an https:// URL") {
+		t.Fatalf("spec accepted a file:// artifact: %v", err)
+	}
+	_, err := s.fetch(context.Background(), &spec.Artifact{URL: "file://" + p, SHA256: hex.EncodeToString(sum[:])})
+	wantErr(t, err, `scheme "file": this node fetches artifacts over https only`)
+	if _, err := os.Stat(filepath.Join(s.dir, "cache", hex.EncodeToString(sum[:]))); err == nil {
+		t.Fatal("the node-local file reached the artifact cache")
+	}
+	// Nor when the node's policy allows http too.
+	s = openStore(t, Options{ArtifactSchemes: []string{"https", "http"}})
+	_, err = s.fetch(context.Background(), &spec.Artifact{URL: "file://" + p, SHA256: hex.EncodeToString(sum[:])})
+	wantErr(t, err, `scheme "file": this node fetches artifacts over https, http only`)
+}
+
+// TestTarballHTTPByPolicy: an http:// artifact is fetched only by a store
+// whose node policy allows http (Options.ArtifactSchemes), and a redirect
+// may not leave the node's schemes.
+func TestTarballHTTPByPolicy(t *testing.T) {
+	t.Parallel()
+	data := realTarball(t, map[string]string{"index.html": "plain"})
 	sum := sha256.Sum256(data)
-	r, err := prepare(t, s, rev(1), t.TempDir(), artifactSpec("file://"+p, hex.EncodeToString(sum[:]), 1))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "https://127.0.0.1:1/a.tgz", http.StatusFound)
+			return
+		}
+		w.Write(data)
+	}))
+	t.Cleanup(srv.Close)
+	a := &spec.Artifact{URL: srv.URL + "/a.tgz", SHA256: hex.EncodeToString(sum[:])}
+
+	_, err := openStore(t, Options{}).fetch(context.Background(), a)
+	wantErr(t, err, `scheme "http": this node fetches artifacts over https only`)
+
+	s := openStore(t, Options{ArtifactSchemes: []string{"https", "http"}})
+	file, err := s.fetch(context.Background(), a)
+	if err != nil {
+		t.Fatalf("http artifact with http allowed: %v", err)
+	}
+	if got, _ := hashPath(file); got != a.SHA256 {
+		t.Fatalf("cached %s, want %s", got, a.SHA256)
+	}
+
+	httpOnly := openStore(t, Options{ArtifactSchemes: []string{"http"}})
+	_, err = httpOnly.fetch(context.Background(), &spec.Artifact{URL: srv.URL + "/moved", SHA256: strings.Repeat("b", 64)})
+	wantErr(t, err, "redirected to https://127.0.0.1:1/a.tgz, a scheme this node does not fetch over")
+}
+
+func TestTarballHardLinkKept(t *testing.T) {
+	t.Parallel()
+	ts := newTarServer(t)
+	s := openStore(t, Options{HTTPClient: ts.Client()})
+	data := craftedTarball(t, false, file("app/index.html", 5), &tar.Header{Name: "app/copy.html", Typeflag: tar.TypeLink, Linkname: "app/index.html"})
+	url, sum := ts.put("app.tar", data)
+	r, err := prepare(t, s, rev(1), t.TempDir(), artifactSpec(url, sum, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +251,7 @@ func TestTarballFromFileURL(t *testing.T) {
 func TestTarballWrongDigest(t *testing.T) {
 	t.Parallel()
 	ts := newTarServer(t)
-	s := openStore(t, Options{})
+	s := openStore(t, Options{HTTPClient: ts.Client()})
 	repo := t.TempDir()
 	writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v1"})
 	live(t, s, rev(1), repo, blogSpec)
@@ -261,6 +323,7 @@ func TestTarballBadEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := newTarServer(t)
+			tc.opts.HTTPClient = ts.Client()
 			s := openStore(t, tc.opts)
 			repo := t.TempDir()
 			writeRepo(t, repo, map[string]string{"sites/blog/index.html": "v1"})
@@ -286,7 +349,7 @@ func TestTarballBadEntries(t *testing.T) {
 func TestTarballNotAnArchive(t *testing.T) {
 	t.Parallel()
 	ts := newTarServer(t)
-	s := openStore(t, Options{})
+	s := openStore(t, Options{HTTPClient: ts.Client()})
 	url, sum := ts.put("app.tgz", []byte("<html>this is an error page, not a tarball</html>"))
 	_, err := prepare(t, s, rev(1), t.TempDir(), artifactSpec(url, sum, 0))
 	wantErr(t, err, "extract "+url)

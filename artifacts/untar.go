@@ -15,6 +15,10 @@ import (
 	"github.com/drover-dev/drover/spec"
 )
 
+// maxImpliedDirs is how many directories an archive may imply (make
+// without listing them) beyond two per file.
+const maxImpliedDirs = 256
+
 // limits bound what one tarball may extract to.
 type limits struct {
 	maxBytes int64
@@ -44,6 +48,9 @@ func extract(ctx context.Context, archive, label, dir string, strip int, lim lim
 		defer zr.Close()
 		r = zr
 	}
+	// Every byte of the tar stream counts, whatever it holds: file data,
+	// data of entries stripped away, headers, padding.
+	r = &streamLimit{r: r, left: streamBudget(lim)}
 	if err := mkdir(dir); err != nil {
 		return nil, fmt.Errorf("extract %s: %w", label, err)
 	}
@@ -70,8 +77,18 @@ func extract(ctx context.Context, archive, label, dir string, strip int, lim lim
 		bad := func(format string, args ...any) error {
 			return fmt.Errorf("extract %s: entry %q: %s", label, hdr.Name, fmt.Sprintf(format, args...))
 		}
-		if count++; count > lim.maxFiles {
-			return nil, bad("the archive has more than %d entries (the limit)", lim.maxFiles)
+		// Every entry counts against the file limit, and every directory
+		// made for one (see extraction.mkdir): a small archive of deep
+		// paths must not make millions of directories.
+		if count++; count+x.dirs > lim.maxFiles {
+			return nil, bad("the archive has more than %d entries and directories (the limit)", lim.maxFiles)
+		}
+		// The data of every entry counts against the size limit, also
+		// of one stripped away: it is decompressed all the same.
+		if hdr.Size > 0 {
+			if total += hdr.Size; total > lim.maxBytes {
+				return nil, bad("the archive holds more than %d bytes of files (the limit)", lim.maxBytes)
+			}
 		}
 		name, why := entryName(hdr.Name, strip)
 		if why != "" {
@@ -80,6 +97,7 @@ func extract(ctx context.Context, archive, label, dir string, strip int, lim lim
 		if name == "" {
 			continue // the root, or stripped away
 		}
+		x.maxDirs = lim.maxFiles - count
 		if err := x.parents(name); err != nil {
 			return nil, bad("%v", err)
 		}
@@ -94,9 +112,6 @@ func extract(ctx context.Context, archive, label, dir string, strip int, lim lim
 				}
 			}
 		case tar.TypeReg:
-			if total += hdr.Size; total > lim.maxBytes {
-				return nil, bad("the archive holds more than %d bytes of files (the limit)", lim.maxBytes)
-			}
 			e := entry{Path: name, Kind: kindFile, Mode: fileMode(hdr.FileInfo().Mode())}
 			out, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, e.Mode)
 			if err != nil {
@@ -148,6 +163,9 @@ type extraction struct {
 	kinds   map[string]string
 	files   map[string]entry
 	entries []entry
+	// dirs counts the directories made; maxDirs is how many more the
+	// file limit allows now.
+	dirs, maxDirs int
 }
 
 func (x *extraction) add(e entry) {
@@ -184,6 +202,18 @@ func (x *extraction) parents(name string) error {
 		case kindFile:
 			return fmt.Errorf("goes through %q, a file earlier in the archive", p)
 		default:
+			// A directory the archive implies: it counts like an entry,
+			// and an archive may imply only so many per entry it has
+			// (a tar of a tree lists its directories; one that lists
+			// only deep paths is a directory bomb), so that a bomb is
+			// refused before it has made many.
+			if x.dirs >= x.maxDirs {
+				return fmt.Errorf("making directory %q passes the limit on entries and directories", p)
+			}
+			if x.dirs >= 2*len(x.files)+maxImpliedDirs {
+				return fmt.Errorf("making directory %q: the archive implies more than %d directories beyond two per file it holds", p, maxImpliedDirs)
+			}
+			x.dirs++
 			if err := x.mkdir(p); err != nil {
 				return err
 			}
@@ -223,4 +253,30 @@ func entryName(name string, strip int) (string, string) {
 		return "", "not a valid path"
 	}
 	return p, ""
+}
+
+// streamBudget is how many bytes of tar stream an archive within lim can
+// take: its files' bytes plus, for each entry, room for a header, a long
+// name or PAX record and padding.
+func streamBudget(lim limits) int64 {
+	return lim.maxBytes + int64(lim.maxFiles)*4096 + 1<<20
+}
+
+// streamLimit fails a read once more than left bytes were read: the
+// decompressed stream is bounded, not just what is written.
+type streamLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *streamLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, fmt.Errorf("the archive decompresses to more than its limits allow")
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }

@@ -43,6 +43,7 @@
 //	alive:<node>       heartbeat, expires after HeartbeatTTL
 //	halted             hash: revision → JSON Halt
 //	paused             JSON PauseState
+//	pin                JSON nodestate.Pin: the desired revision instead of the branch head
 //	events             stream of Event, capped near MaxEvents
 //	delivery:<id>      webhook deliveries already seen (24 h)
 //	sync               pub/sub channel of sync requests
@@ -67,7 +68,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/nodestate"
 )
 
 // Config says how to reach Redis and how the cluster's keys are named.
@@ -104,6 +105,8 @@ type Config struct {
 	PollMax time.Duration
 	// MaxEvents caps the event stream, approximately (default 1000).
 	MaxEvents int64
+	// HistoryKeep is how many revisions the history keeps (default 500).
+	HistoryKeep int
 }
 
 // Defaults.
@@ -137,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxEvents == 0 {
 		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.HistoryKeep == 0 {
+		c.HistoryKeep = DefaultHistoryKeep
 	}
 	return c
 }
@@ -198,7 +204,7 @@ type Cluster struct {
 	quorum  int
 
 	mu      sync.Mutex
-	last    *reconcile.Status
+	last    *nodestate.Status
 	leases  map[*lease]struct{}
 	started bool
 	closed  bool
@@ -206,6 +212,13 @@ type Cluster struct {
 	closing context.Context
 	close   context.CancelFunc
 	wg      sync.WaitGroup
+
+	// backlog holds the events Emit could not write, oldest first, and
+	// dropped counts those it had to drop (see Emit).
+	flushMu   sync.Mutex // one flushBacklog at a time
+	backlogMu sync.Mutex
+	backlog   []Event
+	dropped   int
 }
 
 // redisLog sends go-redis's own log lines (failed dials, Sentinel's view of

@@ -15,7 +15,7 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/nodestate"
 )
 
 // ErrLockLost is the cause of a held context's end when the lock could not
@@ -53,6 +53,12 @@ func (c *Cluster) acquire(ctx context.Context, rev string, slots int) (*lease, e
 	b := c.newBackoff()
 	var reason string
 	say := func(r string) {
+		// A call cut short by ctx's end says nothing about the lock: keep
+		// the reason seen before it, which is what the caller wants to hear
+		// (who holds the lock, or the pause).
+		if ctx.Err() != nil && reason != "" {
+			return
+		}
 		if r != reason {
 			reason = r
 			c.waiting(ctx, rev, r)
@@ -90,7 +96,7 @@ func (c *Cluster) waiting(ctx context.Context, rev, reason string) {
 	c.log.Info("waiting", "rev", short(rev), "reason", reason)
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	if err := c.Emit(ectx, Event{Node: c.node, Rev: rev, Step: reconcile.StepWaiting, Msg: reason}); err != nil {
+	if err := c.Emit(ectx, Event{Node: c.node, Rev: rev, Step: nodestate.StepWaiting, Msg: reason}); err != nil {
 		c.log.Debug("emit event", "err", err)
 	}
 }
@@ -130,7 +136,7 @@ func (c *Cluster) heldBy(ctx context.Context, slots int) error {
 	var who []string
 	for _, v := range vals {
 		var h Holder
-		if s, ok := v.(string); ok && json.Unmarshal([]byte(s), &h) == nil {
+		if s, ok := v.(string); ok && len(s) <= MaxValue && json.Unmarshal([]byte(s), &h) == nil {
 			who = append(who, fmt.Sprintf("%s (rev %s, since %s)", h.Node, short(h.Rev), h.Since.Format(time.TimeOnly)))
 		}
 	}
@@ -161,7 +167,7 @@ func (c *Cluster) Holders(ctx context.Context) ([]Holder, error) {
 	var hs []Holder
 	for _, v := range vals {
 		var h Holder
-		if s, ok := v.(string); ok && json.Unmarshal([]byte(s), &h) == nil {
+		if s, ok := v.(string); ok && len(s) <= MaxValue && json.Unmarshal([]byte(s), &h) == nil {
 			hs = append(hs, h)
 		}
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -82,11 +83,21 @@ func TestSyncPubSubResubscribes(t *testing.T) {
 
 // restartRedis starts an empty redis-server on port (testsvc.StartRedis
 // picks its own port) and kills it when the test ends.
-func restartRedis(t *testing.T, port int) {
+func restartRedis(t *testing.T, port int) *exec.Cmd {
 	cmd := exec.Command(testsvc.Bin(t, "redis-server"), "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--dir", t.TempDir(), "--save", "", "--appendonly", "no")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not come back on %s", addr)
+		}
+	}
 }

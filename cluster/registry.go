@@ -12,12 +12,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/nodestate"
 )
 
 // NodeStatus is a registered node as the cluster sees it.
 type NodeStatus struct {
-	reconcile.Status
+	nodestate.Status
 	// Beat is the node's last heartbeat, by its own clock.
 	Beat time.Time `json:"beat"`
 	// Alive is true while the heartbeat has not expired.
@@ -25,33 +25,19 @@ type NodeStatus struct {
 }
 
 // OutOfService reports whether the node counts against maxUnavailable,
-// and why.
+// and why: silent (its heartbeat expired), or out by what it says itself
+// (nodestate.Status.OutOfService).
 func (n NodeStatus) OutOfService() (why string, out bool) {
-	switch {
-	case !n.Alive:
+	if !n.Alive {
 		return "silent since " + n.Beat.Local().Format(time.TimeOnly), true
-	case n.Step == reconcile.StepFailed:
-		return "failed", true
-	case drainedSteps[n.Step]:
-		return string(n.Step), true
 	}
-	return "", false
-}
-
-// drainedSteps are the steps during which a node may be out of the load
-// balancer.
-var drainedSteps = map[reconcile.Step]bool{
-	reconcile.StepDraining:    true,
-	reconcile.StepSwitching:   true,
-	reconcile.StepVerifying:   true,
-	reconcile.StepRollingBack: true,
-	reconcile.StepUndraining:  true,
+	return n.Status.OutOfService()
 }
 
 // Report publishes this node's status and registers the node; it satisfies
 // reconcile.Registry. A change of step, target, live revision or error is
 // also an event.
-func (c *Cluster) Report(ctx context.Context, st reconcile.Status) error {
+func (c *Cluster) Report(ctx context.Context, st nodestate.Status) error {
 	if st.Node == "" {
 		st.Node = c.node
 	}
@@ -70,6 +56,13 @@ func (c *Cluster) Report(ctx context.Context, st reconcile.Status) error {
 		}
 		err = errors.Join(err, c.Emit(ctx, Event{Node: st.Node, Rev: rev, Step: st.Step, Msg: msg, Err: st.Error}))
 	}
+	if prev != nil && prev.Health != st.Health && st.Health != nodestate.HealthUnknown {
+		msg := "guard: " + string(st.Health)
+		if st.HealthWhy != "" {
+			msg += ": " + st.HealthWhy
+		}
+		err = errors.Join(err, c.Emit(ctx, Event{Node: st.Node, Rev: st.Rev, Msg: msg}))
+	}
 	if err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
@@ -77,7 +70,7 @@ func (c *Cluster) Report(ctx context.Context, st reconcile.Status) error {
 }
 
 // publish writes st and the heartbeat in one transaction.
-func (c *Cluster) publish(ctx context.Context, st reconcile.Status) error {
+func (c *Cluster) publish(ctx context.Context, st nodestate.Status) error {
 	now := time.Now().UTC()
 	data, err := json.Marshal(NodeStatus{Status: st, Beat: now})
 	if err != nil {
@@ -110,6 +103,8 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 		bctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatTTL/3)
 		if err := c.publish(bctx, *last); err != nil {
 			c.log.Warn("heartbeat", "err", err)
+		} else if err := c.flushBacklog(bctx); err != nil {
+			c.log.Warn("write the events kept while Redis was unreachable", "err", err)
 		}
 		cancel()
 	}
@@ -121,8 +116,14 @@ func (c *Cluster) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
+	if len(all) > MaxNodes {
+		return nil, fmt.Errorf("list nodes: %d registered, over the cap of %d", len(all), MaxNodes)
+	}
 	nodes := make([]NodeStatus, 0, len(all))
 	for name, v := range all {
+		if err := checkValue("status of node "+clip(name, 64), v); err != nil {
+			return nil, err
+		}
 		var n NodeStatus
 		if err := json.Unmarshal([]byte(v), &n); err != nil {
 			return nil, fmt.Errorf("status of node %s: %w", name, err)
@@ -190,16 +191,32 @@ func (c *Cluster) WaitCapacity(ctx context.Context, maxUnavailable int, waiting 
 	b := c.newBackoff()
 	var reason string
 	for {
-		out, registered, err := c.OutOfService(ctx)
 		var r string
-		switch {
-		case err != nil:
-			r = "cannot count nodes out of service: " + err.Error()
-		case len(out)+1 <= maxUnavailable:
+		room := false
+		err := c.withCapacity(ctx, func(ctx context.Context) error {
+			out, registered, err := c.OutOfService(ctx)
+			switch {
+			case err != nil:
+				return err
+			case len(out)+1 <= maxUnavailable:
+				// Claim the place before another node's guard counts.
+				if err := c.claimDrain(ctx); err != nil {
+					return err
+				}
+				room = true
+			default:
+				r = fmt.Sprintf("waiting for capacity: %d of %d nodes out of service (%s), maxUnavailable %d",
+					len(out), registered, strings.Join(out, ", "), maxUnavailable)
+			}
 			return nil
-		default:
-			r = fmt.Sprintf("waiting for capacity: %d of %d nodes out of service (%s), maxUnavailable %d",
-				len(out), registered, strings.Join(out, ", "), maxUnavailable)
+		})
+		switch {
+		case room:
+			return nil
+		case err != nil && ctx.Err() == nil:
+			r = "cannot count nodes out of service: " + err.Error()
+		case err != nil:
+			return fmt.Errorf("%s: %w", reason, context.Cause(ctx))
 		}
 		if r != reason {
 			reason = r
@@ -231,7 +248,8 @@ type Halt struct {
 // Halt marks rev failed for every node, with the reason (reconcile.Registry).
 // A newer commit is another revision and is not halted.
 func (c *Cluster) Halt(ctx context.Context, rev, reason string) error {
-	data, err := json.Marshal(Halt{Rev: rev, Reason: reason, Node: c.node, At: time.Now().UTC()})
+	h := Halt{Rev: rev, Reason: reason, Node: c.node, At: time.Now().UTC()}
+	data, err := json.Marshal(h)
 	if err != nil {
 		return err
 	}
@@ -240,6 +258,11 @@ func (c *Cluster) Halt(ctx context.Context, rev, reason string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("halt %s: %w", short(rev), err)
+	}
+	// The history keeps the halt after Clear; a failure to record it does
+	// not undo the halt.
+	if err := c.History(c.cfg.HistoryKeep).HaltRev(ctx, h); err != nil {
+		c.log.Warn("record halt in history", "rev", short(rev), "err", err)
 	}
 	return nil
 }
@@ -256,9 +279,11 @@ func (c *Cluster) Halted(ctx context.Context, rev string) (reason string, halted
 		return v, err == nil, err
 	})
 	for _, v := range found {
-		h := Halt{Reason: v}
-		_ = json.Unmarshal([]byte(v), &h)
-		return h.Reason, true, nil
+		h := Halt{Reason: clip(v, MaxText)}
+		if checkValue("halt of "+short(rev), v) == nil {
+			_ = json.Unmarshal([]byte(v), &h)
+		}
+		return clip(h.Reason, MaxText), true, nil
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("check whether %s is halted: %w", short(rev), err)
@@ -287,9 +312,12 @@ func (c *Cluster) HaltedAll(ctx context.Context) ([]Halt, error) {
 	byRev := map[string]Halt{}
 	for _, all := range found {
 		for rev, v := range all {
-			h := Halt{Rev: rev, Reason: v}
-			_ = json.Unmarshal([]byte(v), &h)
-			byRev[rev] = h
+			h := Halt{Rev: clip(rev, 64), Reason: clip(v, MaxText)}
+			if checkValue("halt of "+short(rev), v) == nil {
+				_ = json.Unmarshal([]byte(v), &h)
+			}
+			h.Reason = clip(h.Reason, MaxText)
+			byRev[h.Rev] = h
 		}
 	}
 	if err != nil {
@@ -360,7 +388,7 @@ func (c *Cluster) Pause(ctx context.Context, reason string) error {
 	if err != nil {
 		return fmt.Errorf("pause: %w", err)
 	}
-	return c.Emit(ctx, Event{Node: c.node, Step: reconcile.StepPaused, Msg: "rollouts paused: " + reason})
+	return c.Emit(ctx, Event{Node: c.node, Step: nodestate.StepPaused, Msg: "rollouts paused: " + reason})
 }
 
 // Resume lets rollouts go on.
@@ -395,8 +423,11 @@ func (c *Cluster) pauseState(ctx context.Context) (*PauseState, error) {
 		return nil, fmt.Errorf("check whether rollouts are paused: %w", err)
 	}
 	for _, v := range found {
-		st := PauseState{Reason: v}
-		_ = json.Unmarshal([]byte(v), &st)
+		st := PauseState{Reason: clip(v, MaxText)}
+		if checkValue("the pause", v) == nil {
+			_ = json.Unmarshal([]byte(v), &st)
+		}
+		st.Reason = clip(st.Reason, MaxText)
 		return &st, nil
 	}
 	return nil, nil

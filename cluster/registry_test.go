@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -13,11 +14,11 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/testsvc"
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/nodestate"
 )
 
-func status(node string, step reconcile.Step, target string) reconcile.Status {
-	return reconcile.Status{Node: node, Rev: "rev-old", Target: target, Step: step, Since: time.Now()}
+func status(node string, step nodestate.Step, target string) nodestate.Status {
+	return nodestate.Status{Node: node, Rev: "rev-old", Target: target, Step: step, Since: time.Now()}
 }
 
 // A node that stops heartbeating is reported not alive after the TTL, and
@@ -35,12 +36,12 @@ func TestRegistryHeartbeatAndCapacity(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reports := map[*Cluster]reconcile.Status{
-		self:    status("self", reconcile.StepWaiting, "rev-new"),
-		steady:  status("steady", reconcile.StepIdle, ""),
-		silent:  status("silent", reconcile.StepIdle, ""),
-		drained: status("drained", reconcile.StepDraining, "rev-new"),
-		failed:  status("failed", reconcile.StepFailed, "rev-new"),
+	reports := map[*Cluster]nodestate.Status{
+		self:    status("self", nodestate.StepWaiting, "rev-new"),
+		steady:  status("steady", nodestate.StepIdle, ""),
+		silent:  status("silent", nodestate.StepIdle, ""),
+		drained: status("drained", nodestate.StepDraining, "rev-new"),
+		failed:  status("failed", nodestate.StepFailed, "rev-new"),
 	}
 	for c, st := range reports {
 		if err := c.Report(ctx, st); err != nil {
@@ -107,10 +108,10 @@ func TestRegistryHeartbeatAndCapacity(t *testing.T) {
 	if err := self.Forget(ctx, "silent"); err != nil {
 		t.Fatal(err)
 	}
-	if err := drained.Report(ctx, status("drained", reconcile.StepIdle, "")); err != nil {
+	if err := drained.Report(ctx, status("drained", nodestate.StepIdle, "")); err != nil {
 		t.Fatal(err)
 	}
-	if err := failed.Report(ctx, status("failed", reconcile.StepIdle, "")); err != nil {
+	if err := failed.Report(ctx, status("failed", nodestate.StepIdle, "")); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -257,13 +258,13 @@ func TestEvents(t *testing.T) {
 		t.Errorf("stream holds %d events after 1500, want about %d", n, DefaultMaxEvents)
 	}
 
-	st := status("a", reconcile.StepPreparing, "rev-new")
+	st := status("a", nodestate.StepPreparing, "rev-new")
 	for range 3 {
 		if err := c.Report(ctx, st); err != nil { // the same step again: one event
 			t.Fatal(err)
 		}
 	}
-	st.Step, st.Error = reconcile.StepFailed, "health checks failed"
+	st.Step, st.Error = nodestate.StepFailed, "health checks failed"
 	if err := c.Report(ctx, st); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestEvents(t *testing.T) {
 	if err != nil || len(es) != 3 {
 		t.Fatalf("Events(3) = %+v, %v", es, err)
 	}
-	if es[0].Msg == "" || es[1].Step != reconcile.StepPreparing || es[2].Step != reconcile.StepFailed ||
+	if es[0].Msg == "" || es[1].Step != nodestate.StepPreparing || es[2].Step != nodestate.StepFailed ||
 		es[2].Err != "health checks failed" || es[2].Rev != "rev-new" || es[2].Node != "a" || es[2].Time.IsZero() {
 		t.Errorf("last events (newest last): %+v", es)
 	}
@@ -284,7 +285,7 @@ func TestSnapshot(t *testing.T) {
 	cfg := Config{Addrs: []string{r.Addr}, Cluster: "prod"}
 	c := open(t, cfg, "a")
 	ctx := t.Context()
-	if err := c.Report(ctx, status("a", reconcile.StepMigrating, "rev-new")); err != nil {
+	if err := c.Report(ctx, status("a", nodestate.StepMigrating, "rev-new")); err != nil {
 		t.Fatal(err)
 	}
 	_, release, err := c.Acquire(ctx, "rev-new", 1)
@@ -310,7 +311,7 @@ func TestSnapshot(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Cluster != "prod" || len(back.Nodes) != 1 || back.Nodes[0].Step != reconcile.StepMigrating || !back.Nodes[0].Alive ||
+	if back.Cluster != "prod" || len(back.Nodes) != 1 || back.Nodes[0].Step != nodestate.StepMigrating || !back.Nodes[0].Alive ||
 		len(back.Holders) != 1 || back.Holders[0].Node != "a" || back.Holders[0].Rev != "rev-new" ||
 		len(back.Halted) != 1 || back.Halted[0].Reason != "boom" || back.Paused == nil || back.Paused.Reason != "maintenance" ||
 		len(back.Events) == 0 {
@@ -346,10 +347,90 @@ func TestOpenConfig(t *testing.T) {
 	_ = os.WriteFile(good, []byte("s3cret\n"), 0o600)
 	_ = os.WriteFile(bad, []byte("wrong\n"), 0o600)
 	c := open(t, Config{Addrs: []string{r.Addr}, PasswordFile: good}, "a")
-	if err := c.Report(t.Context(), status("a", reconcile.StepIdle, "")); err != nil {
+	if err := c.Report(t.Context(), status("a", nodestate.StepIdle, "")); err != nil {
 		t.Errorf("report with the right password: %v", err)
 	}
 	if _, err := Open(t.Context(), Config{Addrs: []string{r.Addr}, PasswordFile: bad}, "a", nil); err == nil {
 		t.Error("Open with a wrong password succeeded")
 	}
+}
+
+// TestEventsKeptWhileRedisIsDown: events that cannot be written while Redis
+// is unreachable are kept, and written with their own times once it is back
+// (by the heartbeat, with no new event); past MaxBacklog the oldest are
+// dropped and a note says how many.
+func TestEventsKeptWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	r := testsvc.StartRedis(t)
+	c := open(t, Config{Addrs: []string{r.Addr}, LockExpiry: 5 * time.Second, HeartbeatTTL: 1500 * time.Millisecond}, "a")
+	ctx := t.Context()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Report(ctx, status("a", nodestate.StepIdle, "")); err != nil {
+		t.Fatal(err)
+	}
+	r.Kill()
+	var cut []Event
+	for _, msg := range []string{"verified while cut off", "re-joined while cut off"} {
+		e := Event{Time: time.Now(), Step: nodestate.StepUndraining, Rev: "rev-new", Msg: msg}
+		if err := c.Emit(ctx, e); err != nil {
+			t.Fatalf("Emit with Redis down: %v, want the event kept", err)
+		}
+		cut = append(cut, e)
+	}
+	back := restartRedis(t, r.Port)
+
+	// The heartbeat writes them, with their times, in order.
+	var es []Event
+	deadline := time.Now().Add(10 * time.Second)
+	for len(es) < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		es, _ = c.Events(ctx, 10)
+	}
+	if len(es) != 2 {
+		t.Fatalf("after Redis came back the stream holds %+v, want the 2 events kept", es)
+	}
+	for i, e := range es {
+		if e.Msg != cut[i].Msg || !e.Time.Equal(cut[i].Time.Round(0)) || e.Node != "a" || e.Step != nodestate.StepUndraining {
+			t.Errorf("event %d: %+v, want %q at %s", i, e, cut[i].Msg, cut[i].Time)
+		}
+	}
+
+	// Too many while down: the oldest go, and a note says how many.
+	_ = back.Process.Kill()
+	_ = back.Wait()
+	for i := range MaxBacklog + 5 {
+		_ = c.Emit(ctx, Event{Msg: fmt.Sprint("kept ", i)})
+	}
+	restartRedis(t, r.Port)
+	// go-redis dials again about once a second after failed dials: this
+	// one may be kept too, and written by the heartbeat.
+	_ = c.Emit(ctx, Event{Msg: "back"})
+	for deadline := time.Now().Add(20 * time.Second); (len(es) == 0 || es[len(es)-1].Msg != "back") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		es, _ = c.Events(ctx, MaxBacklog+10)
+	}
+	// The note, then the newest MaxBacklog kept (the last "back" if it too
+	// was kept), then "back" if it was written at once.
+	lost, kept := 0, 0
+	if len(es) > 0 {
+		fmt.Sscanf(es[0].Msg, "%d events were lost while Redis could not be written", &lost)
+	}
+	for i, e := range es[min(1, len(es)):] {
+		if e.Msg == "back" {
+			if i != len(es)-2 {
+				t.Errorf("back is event %d of %d", i+1, len(es))
+			}
+			continue
+		}
+		if want := fmt.Sprint("kept ", lost+i); e.Msg != want {
+			t.Errorf("event %d is %q, want %q", i+1, e.Msg, want)
+		}
+		kept++
+	}
+	if lost < 5 || lost+kept != MaxBacklog+5 || es[len(es)-1].Msg != "back" {
+		t.Fatalf("after an overflow: %d events, %d lost and %d kept of %d, first %+v, last %+v", len(es), lost, kept, MaxBacklog+5, es[0], es[len(es)-1])
+	}
+	t.Logf("an overflow of %d: %d written after Redis came back, %d dropped and noted", MaxBacklog+5, kept, lost)
 }

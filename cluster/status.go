@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/drover-dev/drover/nodestate"
 )
 
 // ClusterStatus is the whole cluster at one moment, for `drover status`
@@ -17,7 +19,12 @@ type ClusterStatus struct {
 	Halted  []Halt   `json:"halted"`
 	// Paused is set while rollouts are paused.
 	Paused *PauseState `json:"paused,omitempty"`
-	Events []Event     `json:"events"`
+	// Pin is set while the cluster is pinned to a revision.
+	Pin    *nodestate.Pin `json:"pin,omitempty"`
+	Events []Event        `json:"events"`
+	// Canaries are the canary records of the revisions nodes serve or
+	// move to.
+	Canaries []nodestate.Canary `json:"canaries,omitempty"`
 }
 
 // SnapshotEvents is how many recent events a Snapshot holds.
@@ -28,11 +35,17 @@ const SnapshotEvents = 20
 // it can.
 func (c *Cluster) Snapshot(ctx context.Context) (ClusterStatus, error) {
 	s := ClusterStatus{Cluster: c.cfg.Cluster, Time: time.Now().UTC()}
-	var errs [5]error
+	var errs [6]error
 	s.Nodes, errs[0] = c.Nodes(ctx)
 	s.Holders, errs[1] = c.Holders(ctx)
 	s.Halted, errs[2] = c.HaltedAll(ctx)
 	s.Paused, errs[3] = c.pauseState(ctx)
 	s.Events, errs[4] = c.Events(ctx, SnapshotEvents)
+	s.Canaries = c.canariesOf(ctx, s.Nodes)
+	if p, ok, err := c.Pinned(ctx); ok {
+		s.Pin = &p
+	} else {
+		errs[5] = err
+	}
 	return s, errors.Join(errs[:]...)
 }

@@ -16,7 +16,10 @@ import (
 	"github.com/drover-dev/drover/e2e/lab"
 )
 
-var idleFor = flag.Duration("idle", 10*time.Minute, "BenchmarkIdleAgent: how long to watch idle agents")
+var (
+	idleFor   = flag.Duration("idle", 10*time.Minute, "BenchmarkIdleAgent: how long to watch idle agents")
+	handovers = flag.String("handovers", "restart,overlap", "BenchmarkRollout: the rollout.handover values measured, in this order, in one lab")
+)
 
 // BenchmarkRollout pushes worker changes to the 3-node lab under the load
 // of 300 clients and measures, per rollout: push (webhook) → last node
@@ -24,13 +27,47 @@ var idleFor = flag.Duration("idle", 10*time.Minute, "BenchmarkIdleAgent: how lon
 // against its floor, the parts drover waits on and cannot shorten: the LB's
 // detection of the drain, each worker instance's restart until healthy,
 // the release's health checks and soak, and the LB's detection of the
-// node's return; and the requests served and failed.
+// node's return; and the requests served and failed. It does so once per
+// rollout.handover value of -handovers (restart, then overlap), in one lab:
+// a sub-benchmark first commits the spec with that handover (not timed),
+// so before and after are measured on the same machine in the same run.
+// With overlap, each node's "ahead" (starting → draining: the new
+// instances started beside the live ones, healthy and soaked) is outside
+// the window, and both ranges' resident memory during the overlap is
+// reported.
 func BenchmarkRollout(b *testing.B) {
 	l := startConverged(b)
+	for _, h := range strings.Split(*handovers, ",") {
+		b.Run(h, func(b *testing.B) { benchRollouts(b, l, h) })
+	}
+}
+
+// withHandover returns the lab's drover.yaml with rollout.handover set to
+// h, or without it (auto, the default) when h is "".
+func withHandover(t testing.TB, spec, h string) string { return withRollout(t, spec, "handover", h) }
+
+// withRollout returns spec with rollout.key set to value ("" removes it).
+func withRollout(t testing.TB, spec, key, value string) string {
+	t.Helper()
+	out, err := lab.SetRollout(spec, key, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func benchRollouts(b *testing.B, l *lab.Lab, handover string) {
 	ctx := context.Background()
+	// The lab seeds restart: a spec that already names this handover is
+	// not committed again (git refuses an empty commit).
+	if spec := read(b, l, "drover.yaml"); withHandover(b, spec, handover) != spec {
+		rev := commit(b, l, "rollout.handover: "+handover, map[string]string{"drover.yaml": withHandover(b, spec, handover)})
+		waitConverged(b, l, rev, 5*time.Minute)
+	}
 	const rollouts = 3
-	var windows, floors, converge []time.Duration
+	var windows, floors, converge, aheads []time.Duration
 	var requests, failed int64
+	var liveMiB, newMiB float64
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
 	b.ResetTimer()
 	for i := range rollouts {
@@ -53,6 +90,10 @@ func BenchmarkRollout(b *testing.B) {
 			b.Logf("rollout %d %s: %s", i+1, n.Name(), w)
 			windows = append(windows, w.window)
 			floors = append(floors, w.floor())
+			if w.ahead > 0 {
+				aheads = append(aheads, w.ahead)
+			}
+			liveMiB, newMiB = max(liveMiB, w.liveMiB), max(newMiB, w.newMiB)
 		}
 		b.Logf("rollout %d: push → 3 nodes converged in %s", i+1, took.Round(time.Millisecond))
 	}
@@ -67,6 +108,11 @@ func BenchmarkRollout(b *testing.B) {
 	b.ReportMetric(100*(win-flo).Seconds()/win.Seconds(), "%overhead")
 	b.ReportMetric(float64(requests), "requests")
 	b.ReportMetric(float64(failed), "failed")
+	if len(aheads) > 0 {
+		b.ReportMetric(mean(aheads).Seconds(), "s/ahead")
+		b.ReportMetric(liveMiB, "MiB-live-range")
+		b.ReportMetric(newMiB, "MiB-new-range")
+	}
 }
 
 func sum(ds []time.Duration) (t time.Duration) {
@@ -86,14 +132,23 @@ type window struct {
 	workers time.Duration // sum of the worker instances' restart-until-healthy
 	verify  time.Duration // verifying → undraining: health checks and soak
 	undrain time.Duration // undraining → idle: waiting for the LB to see it back
+	// With the overlap handover: starting → draining (the new instances
+	// started, healthy and soaked beside the live ones; outside the
+	// window), and both ranges' resident memory then, in MiB.
+	ahead           time.Duration
+	liveMiB, newMiB float64
 }
 
 func (w window) floor() time.Duration { return w.drain + w.workers + w.verify + w.undrain }
 
 func (w window) String() string {
-	return fmt.Sprintf("window %s = drain %s + workers %s + verify %s + undrain %s + drover %s",
+	s := fmt.Sprintf("window %s = drain %s + workers %s + verify %s + undrain %s + drover %s",
 		w.window.Round(time.Millisecond), w.drain.Round(time.Millisecond), w.workers.Round(time.Millisecond),
 		w.verify.Round(time.Millisecond), w.undrain.Round(time.Millisecond), (w.window - w.floor()).Round(time.Millisecond))
+	if w.ahead > 0 {
+		s += fmt.Sprintf("; ahead of it %s (overlap: live range %.0f MiB, new range %.0f MiB)", w.ahead.Round(time.Millisecond), w.liveMiB, w.newMiB)
+	}
+	return s
 }
 
 func drainedWindow(n *lab.Node, rev string) (window, error) {
@@ -121,6 +176,9 @@ func drainedWindow(n *lab.Node, rev string) (window, error) {
 			verifying = f["step"] == "verifying"
 		case f["msg"] == "revision live" && f["rev"] == short:
 			steps["idle"] = at // the idle step is logged without a revision
+		case f["msg"] == "overlap memory" && f["rev"] == short:
+			w.liveMiB, _ = strconv.ParseFloat(f["liveMiB"], 64)
+			w.newMiB, _ = strconv.ParseFloat(f["newMiB"], 64)
 		case f["msg"] == "worker instance restarted and healthy" && switching && !verifying:
 			d, err := time.ParseDuration(f["took"])
 			if err == nil {
@@ -137,6 +195,9 @@ func drainedWindow(n *lab.Node, rev string) (window, error) {
 	w.drain = steps["switching"].Sub(steps["draining"])
 	w.verify = steps["undraining"].Sub(steps["verifying"])
 	w.undrain = steps["idle"].Sub(steps["undraining"])
+	if !steps["starting"].IsZero() {
+		w.ahead = steps["draining"].Sub(steps["starting"])
+	}
 	return w, nil
 }
 

@@ -12,10 +12,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,7 +49,17 @@ func TestCluster(t *testing.T) {
 		{"c_redis_master_killed_mid_rollout", scenarioRedisFailover},
 		{"b_lock_holder_killed_mid_rollout", scenarioKilledHolder},
 		{"f_git_server_down", scenarioForgeDown},
+		{"m_rollback_pin_unpin_under_load", scenarioRollbackPinUnpin},
+		{"n_agent_killed_at_each_step", scenarioKillAtEachStep},
+		{"o_node_cut_from_redis_and_forge", scenarioPartition},
+		{"p_canary_promotes_a_good_revision_and_fails_a_bad_one", scenarioCanary},
+		{"h_guard_takes_out_a_node_whose_workers_hang", scenarioGuardHungWorkers},
+		{"i_guard_puts_back_drift", scenarioGuardDrift},
+		{"j_guard_out_node_holds_a_rollout", scenarioGuardOutHoldsRollout},
+		{"k_guard_same_failure_everywhere_keeps_all_in", scenarioGuardAllDegraded},
 		{"g_new_empty_node_joins", scenarioNewNode},
+		{"l_package_install_and_upgrade_mid_turn", scenarioPackageInstall},
+		{"z_history_lists_every_revision", scenarioHistory},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.run(t, l) }) {
@@ -99,11 +111,16 @@ func startLab(t testing.TB) *lab.Lab {
 		Dir:    "/tmp/drover-e2e",
 		Prefix: "de",
 		Net:    "10.79.0",
-		Spares: []string{"n4"},
-		Source: src,
-		Drover: filepath.Join(bin, "drover"),
-		Lab:    filepath.Join(bin, "drover-lab"),
-		Log:    t.Logf,
+		Spares: []string{"n4", "n5"},
+		Bare:   []string{"n5"},
+		// The scenarios name instance ports (3000, 3001) and catch steps
+		// that the overlap makes a few ms long: they run restart; p (the
+		// canary) runs the default, auto, which overlaps here.
+		Handover: "restart",
+		Source:   src,
+		Drover:   filepath.Join(bin, "drover"),
+		Lab:      filepath.Join(bin, "drover-lab"),
+		Log:      t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +158,7 @@ func scenarioPush(t *testing.T, l *lab.Lab) {
 	})
 	waitConverged(t, l, rev, 4*time.Minute)
 	took := time.Since(pushed)
-	res := load.Stop()
+	res := stopLoad(t, l, load)
 	lb := w.stop()
 	t.Logf("push → 3 nodes converged in %s; load: %s; LB: %s", took.Round(time.Millisecond), res, lb)
 	if res.Failed > 0 {
@@ -175,7 +192,11 @@ func scenarioBadHealth(t *testing.T, l *lab.Lab) {
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
 	w := watchLB(l)
 	src := read(t, l, "workers/feedback-api/server.js")
+	spec := read(t, l, "drover.yaml")
 	bad := commit(t, l, "feedback-api v3 that fails its health check", map[string]string{
+		// An instance answering 500 is waited for until healthTimeout
+		// (the example's 60 s would be most of this scenario's time).
+		"drover.yaml": withRollout(t, spec, "healthTimeout", "15s"),
 		"workers/feedback-api/server.js": strings.Replace(setVersion(t, src, "3"),
 			`res.writeHead(200, { "Content-Type": "text/plain" });
     return res.end("ok\n");`, `res.writeHead(500, { "Content-Type": "text/plain" });
@@ -185,7 +206,7 @@ func scenarioBadHealth(t *testing.T, l *lab.Lab) {
 	t.Logf("halted: %s", reason)
 	waitAllOn(t, l, before, time.Minute) // the first node rolled back
 	time.Sleep(3 * time.Second)          // nobody else tries
-	res := load.Stop()
+	res := stopLoad(t, l, load)
 	lb := w.stop()
 	t.Logf("load: %s; LB: %s", res, lb)
 	if res.Failed > 0 {
@@ -199,7 +220,7 @@ func scenarioBadHealth(t *testing.T, l *lab.Lab) {
 			t.Errorf("the bad revision served a request: %s", k)
 		}
 	}
-	good := commit(t, l, "feedback-api v3, healthy", map[string]string{"workers/feedback-api/server.js": setVersion(t, src, "3")})
+	good := commit(t, l, "feedback-api v3, healthy", map[string]string{"drover.yaml": spec, "workers/feedback-api/server.js": setVersion(t, src, "3")})
 	waitConverged(t, l, good, 4*time.Minute)
 }
 
@@ -246,7 +267,7 @@ func scenarioRedisFailover(t *testing.T, l *lab.Lab) {
 	}
 	t.Logf("killed the Redis master (%s) while %v was out", master, w.outNow())
 	waitConverged(t, l, rev, 5*time.Minute)
-	res := load.Stop()
+	res := stopLoad(t, l, load)
 	lb := w.stop()
 	t.Logf("load: %s; LB: %s", res, lb)
 	if lb.maxOut > 1 {
@@ -302,7 +323,7 @@ func scenarioKilledHolder(t *testing.T, l *lab.Lab) {
 		t.Fatal(err)
 	}
 	waitConverged(t, l, rev, 5*time.Minute)
-	res := load.Stop()
+	res := stopLoad(t, l, load)
 	lb := w.stop()
 	t.Logf("load: %s; LB: %s", res, lb)
 	if lb.maxOut > 1 {
@@ -345,7 +366,7 @@ func scenarioForgeDown(t *testing.T, l *lab.Lab) {
 	}
 	// No webhook: the forge saw the branch already moved when it started.
 	waitConverged(t, l, rev, 4*time.Minute)
-	res := load.Stop()
+	res := stopLoad(t, l, load)
 	t.Logf("load: %s (the forge was down, the nodes were on %s)", res, before[:12])
 	if res.Failed > 0 {
 		t.Errorf("%d of %d requests failed: %v", res.Failed, res.Requests, res.Errors)
@@ -403,6 +424,7 @@ func commit(t testing.TB, l *lab.Lab, msg string, files map[string]string) strin
 		t.Fatal(err)
 	}
 	t.Logf("pushed %s: %s", rev[:12], msg)
+	pushed.add(rev, msg)
 	return rev
 }
 
@@ -430,6 +452,7 @@ func commitBehindForge(t testing.TB, l *lab.Lab, msg, marker string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pushed.add(rev, msg)
 	return rev
 }
 
@@ -510,6 +533,7 @@ func waitHalted(t testing.TB, l *lab.Lab, rev string, d time.Duration) string {
 		}
 		return reason != ""
 	})
+	pushed.outcome(rev, "halted")
 	return reason
 }
 
@@ -553,6 +577,14 @@ func masterService(t testing.TB, l *lab.Lab) string {
 
 func queryInt(t testing.TB, l *lab.Lab, q string) int {
 	t.Helper()
+	var n int
+	queryRow(t, l, q, &n)
+	return n
+}
+
+// queryRow runs q on the lab's PostgreSQL and scans its one row into dst.
+func queryRow(t testing.TB, l *lab.Lab, q string, dst ...any) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := pgx.Connect(ctx, l.PostgresDSN())
@@ -560,11 +592,9 @@ func queryInt(t testing.TB, l *lab.Lab, q string) int {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	var n int
-	if err := c.QueryRow(ctx, q).Scan(&n); err != nil {
+	if err := c.QueryRow(ctx, q).Scan(dst...); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
-	return n
 }
 
 // direct is a client for a node's nginx itself, past the load balancer.
@@ -574,6 +604,11 @@ var direct = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 
 // fetch asks node n for path on host over HTTPS, as the LB does.
 func fetch(n *lab.Node, host, path string) (int, string, error) {
+	return fetchWith(n, host, path, nil)
+}
+
+// fetchWith is fetch that also hands the answer's header to hdr.
+func fetchWith(n *lab.Node, host, path string, hdr func(get func(string) string)) (int, string, error) {
 	req, _ := http.NewRequest("GET", "https://"+n.IP()+path, nil)
 	req.Host = host
 	tr := direct.Transport.(*http.Transport).Clone()
@@ -583,6 +618,9 @@ func fetch(n *lab.Node, host, path string) (int, string, error) {
 		return 0, "", err
 	}
 	defer resp.Body.Close()
+	if hdr != nil {
+		hdr(resp.Header.Get)
+	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
 }
@@ -743,6 +781,16 @@ func (w *lbWatch) stateNow() lbState {
 	return w.now
 }
 
+// snapshot is what the watch saw so far.
+func (w *lbWatch) snapshot() lbResult {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.res
+	r.left = maps.Clone(w.res.left)
+	r.probes = slices.Clone(w.res.probes)
+	return r
+}
+
 func (w *lbWatch) stop() lbResult {
 	close(w.stopc)
 	<-w.done
@@ -750,3 +798,109 @@ func (w *lbWatch) stop() lbResult {
 	defer w.mu.Unlock()
 	return w.res
 }
+
+// --- every answer checked by revision --------------------------------------
+
+// stopLoad stops the load and checks every answer it got against the
+// cluster's record (issue 16): a node answered from a revision only after
+// it had verified that revision on itself (its "undraining" step, which
+// follows the checks), unless it is the revision the node served when the
+// load began; and no halted revision answered at all.
+func stopLoad(t testing.TB, l *lab.Lab, load *lab.Load) lab.LoadResult {
+	t.Helper()
+	res := load.Stop()
+	checkNamed(t, res)
+	checkAnswers(t, l, res)
+	return res
+}
+
+// checkNamed fails when an answer named no revision: it could not be
+// checked (every node of the lab renders nginx.revisionHeader).
+func checkNamed(t testing.TB, res lab.LoadResult) {
+	t.Helper()
+	if res.Unnamed > 0 {
+		t.Errorf("%d of %d answers named no revision (X-Drover-Revision): they could not be checked", res.Unnamed, res.Requests)
+	}
+}
+
+func checkAnswers(t testing.TB, l *lab.Lab, res lab.LoadResult) {
+	t.Helper()
+	checkAnswersExcept(t, l, res, "", "")
+}
+
+// checkAnswersExcept is checkAnswers, except that node's answers from rev
+// are expected although rev ends halted: a canary serves users the revision
+// its gate then fails.
+func checkAnswersExcept(t testing.TB, l *lab.Lab, res lab.LoadResult, node, rev string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events, err := l.Events(ctx, 1000)
+	if err != nil {
+		t.Errorf("read the cluster's events: %v", err)
+		return
+	}
+	verified := map[[2]string][]time.Time{} // node, rev → when
+	for _, e := range events {
+		if e.Step == "undraining" && e.Rev != "" {
+			k := [2]string{e.Node, e.Rev}
+			verified[k] = append(verified[k], e.Time)
+		}
+	}
+	st, err := l.Status(ctx)
+	if err != nil {
+		t.Errorf("read the cluster's status: %v", err)
+		return
+	}
+	halted := map[string]bool{}
+	for _, h := range st.Halted {
+		halted[h.Rev] = true
+	}
+	for _, p := range pushed.list() {
+		if p.outcome == "halted" {
+			halted[p.rev] = true
+		}
+	}
+	if res.LostChanges > 0 {
+		t.Errorf("%d changes of revision were not kept: not every answer was checked", res.LostChanges)
+	}
+	bad := 0
+	for n, changes := range res.Changes {
+		for i, c := range changes {
+			if halted[c.Rev] && (n != node || c.Rev != rev) {
+				bad++
+				t.Errorf("%s answered from halted revision %s at %s", n, short(c.Rev), c.At.Format("15:04:05.000"))
+				continue
+			}
+			if i == 0 {
+				continue // what the node served when the load began
+			}
+			ok := false
+			for _, at := range verified[[2]string{n, c.Rev}] {
+				ok = ok || !at.After(c.At)
+			}
+			if !ok && c.Rev != changes[0].Rev {
+				bad++
+				t.Errorf("%s answered from %s at %s before it had verified it (verified at %v)", n, short(c.Rev),
+					c.At.Format("15:04:05.000"), verified[[2]string{n, c.Rev}])
+			}
+		}
+	}
+	var byRev []string
+	for rev, n := range res.ByRevision {
+		byRev = append(byRev, fmt.Sprintf("%s %d", short(rev), n))
+	}
+	sort.Strings(byRev)
+	t.Logf("answers by revision: %s; %d changes of revision across %d nodes, %d unverified or halted", strings.Join(byRev, ", "),
+		changeCount(res.Changes), len(res.Changes), bad)
+}
+
+func changeCount(cs map[string][]lab.RevisionChange) int {
+	n := 0
+	for _, c := range cs {
+		n += len(c)
+	}
+	return n
+}
+
+func short(rev string) string { return rev[:min(12, len(rev))] }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -114,7 +115,13 @@ func (e *remoteError) Unwrap() error { return e.err }
 // fetchInto fetches commit h at depth 1 into st. When incremental, it
 // sends the store's shallow boundary and the branch's last fetched commit
 // as a "have", so the server leaves out the objects st already holds.
-func (r *Repo) fetchInto(ctx context.Context, st *filesystem.Storage, h plumbing.Hash, incremental bool) (err error) {
+func (r *Repo) fetchInto(ctx context.Context, st *filesystem.Storage, h plumbing.Hash, incremental bool) error {
+	return r.fetchDepth(ctx, st, h, incremental, 1)
+}
+
+// fetchDepth is fetchInto with depth commits of history (verification of
+// require: all deepens the store to reach the live revision).
+func (r *Repo) fetchDepth(ctx context.Context, st *filesystem.Storage, h plumbing.Hash, incremental bool, depth int) (err error) {
 	sess, err := r.session(ctx)
 	if err != nil {
 		return &remoteError{err}
@@ -137,7 +144,7 @@ func (r *Repo) fetchInto(ctx context.Context, st *filesystem.Storage, h plumbing
 
 	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
 	req.Wants = []plumbing.Hash{h}
-	req.Depth = packp.DepthCommits(1)
+	req.Depth = packp.DepthCommits(depth)
 	if err := req.Capabilities.Set(capability.Shallow); err != nil {
 		return err
 	}
@@ -195,7 +202,7 @@ func (r *Repo) fetchInto(ctx context.Context, st *filesystem.Storage, h plumbing
 	if err != nil {
 		return fmt.Errorf("read shallow list: %w", err)
 	}
-	if err := st.SetShallow(union(shallows, resp.Shallows)); err != nil {
+	if err := st.SetShallow(without(union(shallows, resp.Shallows), resp.Unshallows)); err != nil {
 		return fmt.Errorf("write shallow list: %w", err)
 	}
 	if err := st.SetReference(plumbing.NewHashReference(r.branchRef(), h)); err != nil {
@@ -210,6 +217,21 @@ func union(a, b []plumbing.Hash) []plumbing.Hash {
 	for _, h := range append(append([]plumbing.Hash(nil), a...), b...) {
 		if !seen[h] {
 			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// without returns a less the hashes in drop: commits a deepening fetch
+// made whole are no longer on the shallow boundary.
+func without(a, drop []plumbing.Hash) []plumbing.Hash {
+	if len(drop) == 0 {
+		return a
+	}
+	out := a[:0:0]
+	for _, h := range a {
+		if !slices.Contains(drop, h) {
 			out = append(out, h)
 		}
 	}

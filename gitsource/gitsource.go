@@ -26,6 +26,13 @@
 //     Open reads them once to fail early. They are never logged.
 //   - Traffic counts the HTTP bytes of ls-remote and fetch; file:// and
 //     ssh:// are not counted.
+//   - Verify(cfg, rev, live) checks that a fetched rev is signed (OpenPGP
+//     or SSH, over the commit object without its gpgsig header) by a key
+//     of cfg.Trust; with cfg.All, so must every commit since live or since
+//     a commit verified before (their ids are kept in Dir+".verified"). To
+//     see those commits it deepens the shallow store, at most 10,000
+//     commits back. A refusal is a *SignatureError naming the commit, the
+//     signer if known, and why.
 package gitsource
 
 import (
@@ -76,10 +83,12 @@ type Config struct {
 
 // Commit describes one revision for status displays.
 type Commit struct {
-	Hash    string
-	Author  string // "Name <email>"
-	When    time.Time
-	Message string // the first line only
+	Hash   string
+	Author string // "Name <email>"
+	// Committer is "Name <email>" of who committed it.
+	Committer string
+	When      time.Time
+	Message   string // the first line only
 }
 
 var (
@@ -340,10 +349,11 @@ func (r *Repo) Commit(ctx context.Context, rev string) (Commit, error) {
 	}
 	msg, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
 	return Commit{
-		Hash:    c.Hash.String(),
-		Author:  fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
-		When:    c.Author.When,
-		Message: strings.TrimSpace(msg),
+		Hash:      c.Hash.String(),
+		Author:    fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
+		Committer: fmt.Sprintf("%s <%s>", c.Committer.Name, c.Committer.Email),
+		When:      c.Author.When,
+		Message:   strings.TrimSpace(msg),
 	}, nil
 }
 

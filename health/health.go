@@ -19,12 +19,18 @@ import (
 	"time"
 )
 
-// Check is one HTTP endpoint and what counts as healthy.
+// Check is one HTTP endpoint (or a TCP address, or a program) and what
+// counts as healthy.
 type Check struct {
 	// Name says what is checked, for errors: "worker api instance 1".
 	Name string
 	// URL is requested with GET.
 	URL string
+	// TCP, when set instead of URL, is a host:port that must accept a
+	// connection.
+	TCP string
+	// Exec, when set instead of URL, is a program that must exit 0.
+	Exec *Program
 	// Host overrides the Host header (checking a site through nginx).
 	Host string
 	// Status is the expected status code (default 200).
@@ -55,11 +61,37 @@ func newClient(host string) *http.Client {
 	}
 }
 
+// Probe makes one attempt of c with a client of its own and returns nil if
+// the target is healthy.
+func (c Check) Probe(ctx context.Context) error {
+	if c.URL == "" {
+		return c.Once(ctx, nil)
+	}
+	return c.Once(ctx, newClient(c.Host))
+}
+
+// Target is what c checks, for messages.
+func (c Check) Target() string {
+	switch {
+	case c.TCP != "":
+		return "tcp " + c.TCP
+	case c.Exec != nil:
+		return "exec " + c.Exec.Argv[0]
+	}
+	return c.URL
+}
+
 // Once makes one request and returns nil if the answer is the expected one.
 func (c Check) Once(ctx context.Context, client *http.Client) error {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
+	}
+	switch {
+	case c.TCP != "":
+		return dialOnce(ctx, c.TCP, timeout)
+	case c.Exec != nil:
+		return c.Exec.run(ctx, timeout)
 	}
 	want := c.Status
 	if want == 0 {
@@ -81,6 +113,9 @@ func (c Check) Once(ctx context.Context, client *http.Client) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	// Read a page to its end, so a kept-alive connection (Prober) can
+	// carry the next attempt.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 256<<10))
 	if resp.StatusCode != want {
 		return fmt.Errorf("status %d, want %d: %s", resp.StatusCode, want, strings.TrimSpace(string(body)))
 	}
@@ -93,7 +128,13 @@ func (c Check) Once(ctx context.Context, client *http.Client) error {
 func Wait(ctx context.Context, checks []Check) error {
 	errs := make(chan error, len(checks))
 	for _, c := range checks {
-		go func() { errs <- c.wait(ctx, newClient(c.Host)) }()
+		go func() {
+			var client *http.Client
+			if c.URL != "" {
+				client = newClient(c.Host)
+			}
+			errs <- c.wait(ctx, client)
+		}()
 	}
 	var all []error
 	for range checks {
@@ -124,7 +165,7 @@ func (c Check) wait(ctx context.Context, client *http.Client) error {
 			if last == nil {
 				last = ctx.Err()
 			}
-			return fmt.Errorf("%s (%s): not healthy (%d of %d checks passed in a row): %w", c.Name, c.URL, streak, need, last)
+			return fmt.Errorf("%s (%s): not healthy (%d of %d checks passed in a row): %w", c.Name, c.Target(), streak, need, last)
 		case <-t.C:
 		}
 		if err := c.Once(ctx, client); err != nil {

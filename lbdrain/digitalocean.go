@@ -46,6 +46,7 @@ type digitalOcean struct {
 	// shorten it to run the real waits quickly.
 	second time.Duration
 	log    *slog.Logger
+	outcome
 }
 
 func newDigitalOcean(cfg Config, log *slog.Logger) (*digitalOcean, error) {
@@ -136,6 +137,8 @@ type lbState struct {
 	tag    string
 	// Health-check settings in seconds.
 	interval, timeout, unhealthy, healthy int
+	// check is the LB's health check as the API gave it (nil if none).
+	check *godo.HealthCheck
 }
 
 func (d *digitalOcean) state(ctx context.Context) (lbState, int, error) {
@@ -153,7 +156,8 @@ func (d *digitalOcean) state(ctx context.Context) (lbState, int, error) {
 		return lbState{}, 0, err
 	}
 	s := lbState{member: slices.Contains(lb.DropletIDs, id), tag: lb.Tag,
-		interval: doDefaultInterval, timeout: doDefaultTimeout, unhealthy: doDefaultUnhealthy, healthy: doDefaultHealthy}
+		interval: doDefaultInterval, timeout: doDefaultTimeout, unhealthy: doDefaultUnhealthy, healthy: doDefaultHealthy,
+		check: lb.HealthCheck}
 	if h := lb.HealthCheck; h != nil {
 		for _, f := range []struct {
 			dst *int
@@ -199,10 +203,13 @@ func (d *digitalOcean) dropletResource(id int) []godo.Resource {
 }
 
 // Drain removes the droplet from the LB (or the LB's tag from the droplet),
-// waits the LB's fall window, then for in-flight requests. A droplet already
+// waits the LB's fall window, then until no request reached nginx for one of
+// the LB's check intervals with none in flight (the quiet-counter rule, see
+// waitQuiet), at most DrainTimeout. A droplet already
 // out is not changed, but the window is still waited: nothing tells when it
 // left.
 func (d *digitalOcean) Drain(ctx context.Context) error {
+	d.reset()
 	s, id, err := d.state(ctx)
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -226,10 +233,16 @@ func (d *digitalOcean) Drain(ctx context.Context) error {
 	if err := sleepCtx(ctx, d.fallWindow(s)); err != nil {
 		return fmt.Errorf("drain: wait for the load balancer: %w", err)
 	}
-	if _, err := d.inflight.wait(ctx, d.timeout, d.log); err != nil {
-		return fmt.Errorf("drain: %w", err)
+	// Out of the droplet list, the droplet gets no more checks from the
+	// LB; any it still gets (the API's change not yet applied everywhere)
+	// are in the health log and are not requests.
+	var hw *healthWatch
+	if d.accessLog != "" {
+		if hw, err = watchHealthLog(d.accessLog, time.Now()); err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
 	}
-	return nil
+	return d.inflight.quiet(ctx, hw, d.second*time.Duration(s.interval), time.Now().Add(d.timeout), d.log, &d.outcome)
 }
 
 // Undrain adds the droplet back (or tags it) and waits until the LB's checks

@@ -90,6 +90,9 @@ func TestHAProxyDrainTimeoutWithRequestInFlight(t *testing.T) {
 	if !strings.Contains(logs.String(), "drain timeout passed") || !strings.Contains(logs.String(), "inflight=1") {
 		t.Errorf("no warning with the count: %s", logs.String())
 	}
+	if why := Incomplete(d); !strings.Contains(why, "1 sessions on the server") {
+		t.Errorf("Incomplete = %q, want the sessions left at the bound (for the agent's event)", why)
+	}
 	if n, err := io.Copy(io.Discard, resp.Body); err != nil || n != 300<<10 {
 		t.Errorf("the request in flight was cut: %d bytes, %v", n, err)
 	}

@@ -2,6 +2,7 @@ package lbdrain
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -137,15 +138,30 @@ type haProxy struct {
 	backend, server string
 	timeout         time.Duration
 	inflight        *inflightWaiter
-	poll            time.Duration
-	log             *slog.Logger
+	// accessLog and interval are for the quiet-counter rule (see
+	// waitQuiet): HAProxy's own checks, logged there, keep reaching a
+	// drained server and are not requests.
+	accessLog string
+	interval  time.Duration
+	poll      time.Duration
+	log       *slog.Logger
+	outcome
 }
+
+// haproxyMaxQuiet bounds the haproxy driver's quiet window: HAProxy stops
+// choosing a server in DRAIN at once (its checks' interval does not delay
+// it), so the window is only for requests already on their way, and one
+// check interval (node.yaml's lb.healthcheck.interval, default 10 s, a
+// cloud LB's) would be far more than they need. 2 s is HAProxy's default
+// inter.
+const haproxyMaxQuiet = 2 * time.Second
 
 func newHAProxy(cfg Config, log *slog.Logger) *haProxy {
 	x := cfg.HAProxy
 	return &haProxy{
 		api: newRuntimeAPI(x.Socket), backend: x.Backend, server: x.Server,
 		timeout: cfg.DrainTimeout, inflight: newInflightWaiter(cfg.StatusURL),
+		accessLog: cfg.HealthCheck.AccessLog, interval: min(cmp.Or(cfg.HealthCheck.CheckInterval, haproxyMaxQuiet), haproxyMaxQuiet),
 		poll: 50 * time.Millisecond, log: log.With("server", x.Backend+"/"+x.Server),
 	}
 }
@@ -161,9 +177,20 @@ func (d *haProxy) adminState(ctx context.Context) (int, error) {
 // Drain sets the server to DRAIN (HAProxy then sends it only requests of
 // sessions persisted to it, e.g. by a stick table or cookie), checks that
 // HAProxy took the change, and waits until the server's current and queued
-// sessions reach 0, then nginx's in-flight count if StatusURL is set. A
-// server an operator put in MAINT is left there.
+// sessions reach 0; then, with StatusURL and the health log, until no
+// request but HAProxy's checks and drover's own reached nginx for one check
+// interval with none in flight (the quiet-counter rule, see waitQuiet), or
+// with StatusURL alone until nginx has nothing in flight. A server an
+// operator put in MAINT is left there. DrainTimeout bounds it all.
 func (d *haProxy) Drain(ctx context.Context) error {
+	d.reset()
+	var hw *healthWatch
+	if d.accessLog != "" && d.inflight != nil {
+		var err error
+		if hw, err = watchHealthLog(d.accessLog, time.Now()); err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+	}
 	admin, err := d.adminState(ctx)
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -200,15 +227,21 @@ func (d *haProxy) Drain(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			d.log.Warn("drain timeout passed with sessions on the server; going on", "inflight", scur+qcur, "took", time.Since(start).Round(time.Millisecond))
+			d.set(fmt.Sprintf("haproxy had %d sessions on the server at the drain timeout", scur+qcur))
 			return nil
 		}
 		if err := sleepCtx(ctx, d.poll); err != nil {
 			return fmt.Errorf("drain: wait for sessions to end: %w", err)
 		}
 	}
-	if _, err := d.inflight.wait(ctx, max(time.Until(deadline), d.poll), d.log); err != nil {
+	if hw != nil {
+		return d.inflight.quiet(ctx, hw, d.interval, later(deadline, time.Now().Add(d.poll)), d.log, &d.outcome)
+	}
+	n, err := d.inflight.wait(ctx, max(time.Until(deadline), d.poll), d.log)
+	if err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
+	d.inflightLeft(n)
 	return nil
 }
 

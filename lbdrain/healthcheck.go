@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/layout"
 )
 
 // healthCheck drains through the LB's own health checks: nginx answers the
@@ -22,6 +22,7 @@ type healthCheck struct {
 	timeout  time.Duration
 	inflight *inflightWaiter
 	log      *slog.Logger
+	outcome
 }
 
 func newHealthCheck(cfg Config, log *slog.Logger) *healthCheck {
@@ -32,7 +33,7 @@ func newHealthCheck(cfg Config, log *slog.Logger) *healthCheck {
 	return &healthCheck{hc: hc, timeout: cfg.DrainTimeout, inflight: newInflightWaiter(cfg.StatusURL), log: log}
 }
 
-func (d *healthCheck) drainFile() string { return filepath.Join(d.hc.Dir, "drain") }
+func (d *healthCheck) drainFile() string { return layout.DrainFile(d.hc.Dir) }
 
 // fallWindow is how long the LB takes at most to mark the node down once its
 // checks fail; riseWindow, to mark it up once they pass.
@@ -45,43 +46,93 @@ func (d *healthCheck) riseWindow() time.Duration {
 }
 
 // Drain creates the drain file (or finds it: its modification time says
-// when the LB started failing the node), waits the LB's fall window, checks
-// in the health log that nginx answered the LB 503, then waits for in-flight
-// requests.
+// when the LB started failing the node), then waits until the LB has
+// stopped sending requests, by three signs together: the health log shows
+// UnhealthyThreshold consecutive non-200 answers to every checking address
+// (those seen since the drain and those seen checking just before it), no
+// request other than drover's own reached nginx for one check interval
+// after that, and none is in flight (see waitQuiet). Without a health log
+// neither the LB's checks nor its own requests can be told apart, so the
+// LB's fall window is waited and then the in-flight count. The whole wait
+// is bounded by the fall window plus DrainTimeout: past it, Drain warns and
+// goes on.
 func (d *healthCheck) Drain(ctx context.Context) error {
+	d.reset()
 	since, created, err := d.createDrainFile()
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
+	fallEnd := since.Add(d.fallWindow())
+	deadline := later(fallEnd, time.Now()).Add(d.timeout)
 	d.log.Info("drain file in place; waiting for the LB to mark the node down", "file", d.drainFile(), "window", d.fallWindow())
-	var w *healthWatch
-	if d.hc.AccessLog != "" {
-		if w, err = watchHealthLog(d.hc.AccessLog, since); err != nil {
+	if d.hc.AccessLog == "" {
+		if err := sleepUntil(ctx, fallEnd); err != nil {
+			return fmt.Errorf("drain: wait for the LB to mark the node down: %w", err)
+		}
+		n, err := d.inflight.wait(ctx, time.Until(deadline), d.log)
+		if err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
+		d.inflightLeft(n)
+		return nil
 	}
-	if err := sleepUntil(ctx, since.Add(d.fallWindow())); err != nil {
-		return fmt.Errorf("drain: wait for the LB to mark the node down: %w", err)
+	w, err := watchHealthLogKnown(d.hc.AccessLog, since, 4*d.fallWindow())
+	if err != nil {
+		return fmt.Errorf("drain: %w", err)
 	}
-	if w != nil {
+	if err := d.waitSeenDown(ctx, w, since, fallEnd, deadline, created); err != nil {
+		return err
+	}
+	return d.inflight.quiet(ctx, w, d.hc.CheckInterval, deadline, d.log, &d.outcome)
+}
+
+// waitSeenDown returns once the health log shows every checker answered
+// non-200 UnhealthyThreshold times in a row. Past the fall window, a
+// checker still answered 200 is an error (nginx ignores the drain file),
+// and no checker seen at all is a warning (not observable; the window is
+// all there is); past deadline, a warning.
+func (d *healthCheck) waitSeenDown(ctx context.Context, w *healthWatch, since, fallEnd, deadline time.Time, created bool) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		if err := w.poll(); err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
-		if ok := w.answered(true); len(ok) > 0 {
+		now := time.Now()
+		switch {
+		case w.seenDown(d.hc.UnhealthyThreshold):
+			d.log.Info("LB health checks answered 503", "times", d.hc.UnhealthyThreshold, "checkers", len(w.sources), "took", now.Sub(since).Round(time.Millisecond))
+			return nil
+		case now.Before(fallEnd):
+		case len(w.answered(true)) > 0:
 			if created { // the node is not out: do not claim it is
 				_ = os.Remove(d.drainFile())
 			}
 			return fmt.Errorf("drain: the health endpoint still answers the LB 200 with %s present (does nginx's health location test it?): %s",
-				d.drainFile(), strings.Join(ok, ", "))
-		}
-		if len(w.sources) == 0 {
+				d.drainFile(), strings.Join(w.answered(true), ", "))
+		case len(w.sources) == 0 && w.regulars() == 0:
 			d.log.Warn("no LB health check seen in the fall window; is the LB polling the health endpoint?", "log", d.hc.AccessLog)
+			return nil
+		case now.After(deadline):
+			d.log.Warn("drain timeout passed before every LB checker was seen failing the node; going on",
+				"seen", strings.Join(w.answered(false), ", "), "want", d.hc.UnhealthyThreshold, "took", now.Sub(since).Round(time.Millisecond))
+			d.set(fmt.Sprintf("not every LB checker was seen failing the node %d times by the drain timeout (seen: %s)", d.hc.UnhealthyThreshold, strings.Join(w.answered(false), ", ")))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: wait for the LB to mark the node down: %w", ctx.Err())
+		case <-tick.C:
 		}
 	}
-	if _, err := d.inflight.wait(ctx, d.timeout, d.log); err != nil {
-		return fmt.Errorf("drain: %w", err)
+}
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	return nil
+	return b
 }
 
 // createDrainFile puts Dir/drain in place atomically and returns when it

@@ -13,10 +13,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/drover-dev/drover/internal/healthlog"
 )
 
 // HealthLogFormat is the log_format of the health location's access log,
-// the convention shared with the nginx config drover renders:
+// the convention shared with the nginx config drover renders (package
+// internal/healthlog holds it, so that nginxconf need not import lbdrain):
 //
 //	log_format drover_health '$msec $status $remote_addr';
 //	location = /healthz { access_log /var/log/nginx/drover-health.log drover_health; ... }
@@ -28,7 +31,7 @@ import (
 // addresses, each counting on its own). Lines in any other format are
 // skipped. Lines of a rotated-away file may be missed; then the driver falls
 // back to the computed window, which is never worse than not observing.
-const HealthLogFormat = "$msec $status $remote_addr"
+const HealthLogFormat = healthlog.Format
 
 // tailWindow is how far back in the log a watch looks for lines written
 // since its start time (an Undrain after a crash looks back one window).
@@ -45,6 +48,14 @@ type healthWatch struct {
 	// midLine: offset may be inside a line, so the first one read is dropped.
 	midLine bool
 	sources map[string]*streak
+	// known counts the requests of each address in the lookback before
+	// since: a drain waits for each regular checker (twice or more: not a
+	// person's one curl) to see the node fail.
+	knownSince time.Time
+	known      map[string]int
+	// lines counts the complete lines read (every health request nginx
+	// logged), for the quiet-counter rule.
+	lines int64
 }
 
 type streak struct {
@@ -55,7 +66,14 @@ type streak struct {
 
 // watchHealthLog starts following path for lines logged at or after since.
 func watchHealthLog(path string, since time.Time) (*healthWatch, error) {
-	w := &healthWatch{path: path, since: since.Truncate(time.Millisecond), sources: map[string]*streak{}}
+	return watchHealthLogKnown(path, since, 0)
+}
+
+// watchHealthLogKnown is watchHealthLog that also records the addresses
+// that checked the node during lookback before since.
+func watchHealthLogKnown(path string, since time.Time, lookback time.Duration) (*healthWatch, error) {
+	since = since.Truncate(time.Millisecond)
+	w := &healthWatch{path: path, since: since, knownSince: since.Add(-lookback), sources: map[string]*streak{}, known: map[string]int{}}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -113,6 +131,7 @@ func (w *healthWatch) poll() error {
 	if w.midLine {
 		lines, w.midLine = lines[1:], false
 	}
+	w.lines += int64(len(lines))
 	for _, l := range lines {
 		w.add(l)
 	}
@@ -126,7 +145,13 @@ func (w *healthWatch) add(line string) {
 	}
 	t, ok := parseMsec(f[0])
 	status, err := strconv.Atoi(f[1])
-	if !ok || err != nil || t.Before(w.since) {
+	if !ok || err != nil {
+		return
+	}
+	if t.Before(w.since) {
+		if !t.Before(w.knownSince) {
+			w.known[f[2]]++
+		}
 		return
 	}
 	s := w.sources[f[2]]
@@ -162,6 +187,39 @@ func parseMsec(s string) (time.Time, bool) {
 func (w *healthWatch) healthy(n int) bool {
 	for _, s := range w.sources {
 		if s.status != 200 || s.count < n {
+			return false
+		}
+	}
+	return len(w.sources) > 0
+}
+
+// regularChecks is how often an address must have checked the node in the
+// lookback to count as one of the LB's checkers.
+const regularChecks = 2
+
+// regulars is how many of the LB's checkers were known before since.
+func (w *healthWatch) regulars() int {
+	n := 0
+	for _, c := range w.known {
+		if c >= regularChecks {
+			n++
+		}
+	}
+	return n
+}
+
+// seenDown reports whether every checking address, those seen since the
+// watch began and those known from before it, got a non-200 answer at
+// least n times in a row: the LB's own rule for marking the node down,
+// seen from the node.
+func (w *healthWatch) seenDown(n int) bool {
+	for src, n := range w.known {
+		if n >= regularChecks && w.sources[src] == nil {
+			return false
+		}
+	}
+	for _, s := range w.sources {
+		if s.status == 200 || s.count < n {
 			return false
 		}
 	}

@@ -3,19 +3,27 @@
 //
 // The contract, the same for every driver:
 //
-//   - Drain(ctx) returns nil once the load balancer sends this node no new
-//     requests and the requests already in flight have finished. "No new
-//     requests" is proven by the driver (HAProxy reports the server in DRAIN;
-//     the health endpoint answers 503 for as long as the LB needs to mark the
-//     node down; DigitalOcean has removed the droplet and its health-check
-//     window has passed). In-flight requests are then counted by nginx's
-//     stub_status (Reading + Writing - 1, the 1 being the status request
-//     itself) and, with HAProxy, by the server's current sessions.
-//     DrainTimeout bounds only that in-flight wait: when it passes with
-//     requests still running (a long poll, a large download), Drain logs a
-//     warning with the count and returns nil, like Kubernetes'
+//   - Drain(ctx) returns nil once the load balancer itself has stopped
+//     sending this node requests and the requests already in flight have
+//     finished, never after a fixed wait alone. The LB's stop is proven by
+//     the driver (HAProxy reports the server in DRAIN and its sessions at 0;
+//     the health log shows the LB's checks answered 503 UnhealthyThreshold
+//     times in a row from every checking address; DigitalOcean has removed
+//     the droplet and its health-check window has passed), and then by the
+//     quiet-counter rule: nginx's stub_status request counter, less
+//     drover's own status reads and the health checks the health log shows,
+//     stays still for one LB check interval with nothing in flight (Reading
+//     plus Writing, less the status request itself). A request the
+//     LB routed just before it stopped (queued, or in a TLS handshake, which
+//     stub_status does not count) is thus served before the switch. Without
+//     a health log the LB's checks cannot be told from requests: the
+//     healthcheck driver waits its fall window and the in-flight count, and
+//     HAProxy its sessions and the in-flight count. The fall window plus
+//     DrainTimeout bounds it all: when it passes (a long poll, a large
+//     download, an LB that never seems to stop), Drain logs a warning with
+//     what was missing and returns nil, like Kubernetes'
 //     terminationGracePeriod — a deploy must not be blocked forever by one
-//     slow client, and the LB already sends nothing new. Drain returns an
+//     slow client. Drain returns an
 //     error when the LB refuses or ignores the change (a runtime API error, an
 //     API error after retries, a health endpoint that still answers 200 with
 //     the drain file present) or when ctx ends.
@@ -90,8 +98,8 @@ const (
 // Config selects and configures a driver; it is the lb section of node.yaml.
 type Config struct {
 	Driver string `yaml:"driver" json:"driver"`
-	// DrainTimeout bounds the wait for in-flight requests once the LB sends
-	// nothing new.
+	// DrainTimeout bounds the wait, after the LB's fall window, for the LB
+	// to be seen stopped and nginx to go quiet.
 	DrainTimeout time.Duration `yaml:"drainTimeout" json:"drainTimeout"`
 	// StatusURL is nginx's stub_status on a local-only listener, e.g.
 	// http://127.0.0.1:8099/nginx_status. Required by healthcheck and

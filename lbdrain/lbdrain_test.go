@@ -134,15 +134,14 @@ func TestInFlightFromRealNginx(t *testing.T) {
 	}
 }
 
-func TestHealthWatch(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "health.log")
-	t0 := time.Unix(1_700_000_000, 0)
-	line := func(off time.Duration, status int, from string) string {
+// healthLog writes a health log at path in HealthLogFormat: line is one
+// check answered off after t0, appendLog appends lines.
+func healthLog(t *testing.T, path string, t0 time.Time) (line func(off time.Duration, status int, from string) string, appendLog func(string)) {
+	line = func(off time.Duration, status int, from string) string {
 		ts := t0.Add(off)
 		return fmt.Sprintf("%d.%03d %d %s\n", ts.Unix(), ts.Nanosecond()/1e6, status, from)
 	}
-	appendLog := func(s string) {
+	appendLog = func(s string) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
 			t.Fatal(err)
@@ -150,6 +149,14 @@ func TestHealthWatch(t *testing.T) {
 		f.WriteString(s)
 		f.Close()
 	}
+	return line, appendLog
+}
+
+func TestHealthWatch(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "health.log")
+	t0 := time.Unix(1_700_000_000, 0)
+	line, appendLog := healthLog(t, path, t0)
 	// A long history before the watch, with a 200 that must not count.
 	appendLog(strings.Repeat(line(-time.Hour, 200, "10.0.0.9"), 20000))
 	appendLog(line(-time.Second, 200, "10.0.0.1"))
@@ -201,5 +208,44 @@ func TestParseMsec(t *testing.T) {
 		if _, ok := parseMsec(bad); ok {
 			t.Errorf("parsed %q", bad)
 		}
+	}
+}
+
+// TestSeenDown: the node is seen down once every checker got the
+// threshold of non-200 answers in a row since the drain, including the
+// regular checkers of just before it that have not checked since; one
+// request from an address (a person's curl) does not make it a checker.
+func TestSeenDown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "health.log")
+	t0 := time.Unix(1_700_000_000, 0)
+	line, appendLog := healthLog(t, path, t0)
+	appendLog(line(-3*time.Hour, 200, "10.0.0.9") + line(-3*time.Hour, 200, "10.0.0.9")) // long gone
+	appendLog(line(-2*time.Second, 200, "10.0.0.1") + line(-time.Second, 200, "10.0.0.1"))
+	appendLog(line(-2*time.Second, 200, "10.0.0.2") + line(-time.Second, 200, "10.0.0.2"))
+	appendLog(line(-time.Second, 200, "127.0.0.1")) // one curl
+	w, err := watchHealthLogKnown(path, t0, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.regulars() != 2 {
+		t.Fatalf("regular checkers %v, want 10.0.0.1 and 10.0.0.2", w.known)
+	}
+	appendLog(line(100*time.Millisecond, 503, "10.0.0.1") + line(300*time.Millisecond, 503, "10.0.0.1"))
+	w.poll()
+	if w.seenDown(2) {
+		t.Fatal("seen down while 10.0.0.2, a checker of just before, has not checked since")
+	}
+	appendLog(line(200*time.Millisecond, 503, "10.0.0.2"))
+	w.poll()
+	if w.seenDown(2) {
+		t.Fatal("seen down after one 503 to 10.0.0.2")
+	}
+	appendLog(line(400*time.Millisecond, 503, "10.0.0.2"))
+	w.poll()
+	if !w.seenDown(2) {
+		t.Fatalf("not seen down after two 503s to each checker: %v", w.answered(false))
+	}
+	if w.lines != 11 {
+		t.Fatalf("counted %d lines, want 11 (every health request, for the quiet rule)", w.lines)
 	}
 }

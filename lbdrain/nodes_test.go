@@ -72,7 +72,7 @@ http {
 `, dir, port, statusPort, drain, HealthLogFormat, name)
 }
 
-func startNode(t *testing.T, name string, honorDrain bool) *node {
+func startNode(t testing.TB, name string, honorDrain bool) *node {
 	t.Helper()
 	dir := testsvc.WorldDir(t, "lbdrain-"+name)
 	for _, d := range []string{"www", "health", "tmp"} {
@@ -97,7 +97,7 @@ func startNode(t *testing.T, name string, honorDrain bool) *node {
 }
 
 // setUp creates or removes the node's own "I am healthy" file.
-func (n *node) setUp(t *testing.T, up bool) {
+func (n *node) setUp(t testing.TB, up bool) {
 	t.Helper()
 	p := filepath.Join(n.healthDir, "up")
 	if up {
@@ -119,7 +119,7 @@ func (n *node) switchRelease(t *testing.T, version string) {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
@@ -130,11 +130,18 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// haproxyConf puts HAProxy in front of nodes as an operator would: health
-// checks of the drover health endpoint, short intervals for the test,
-// redispatch and retries. extraGlobal adds a global section (a TCP runtime
+// haproxyConf puts HAProxy in front of nodes as a cloud LB behaves: health
+// checks of the drover health endpoint, short intervals for the test, and
+// no retries, redispatch or retry-on (a cloud LB does not re-send a request
+// a node dropped, and a test behind a retrying LB cannot see the failures
+// it exists to catch). extraGlobal adds a global section (a TCP runtime
 // socket).
 func haproxyConf(t *testing.T, feAddr, extraGlobal string, nodes ...*node) string {
+	return haproxyConfChecks(feAddr, extraGlobal, "inter 200ms fall 2 rise 2", nodes...)
+}
+
+// haproxyConfChecks is haproxyConf with the servers' check settings.
+func haproxyConfChecks(feAddr, extraGlobal, checks string, nodes ...*node) string {
 	var b strings.Builder
 	if extraGlobal != "" {
 		fmt.Fprintf(&b, "global\n    %s\n\n", extraGlobal)
@@ -145,9 +152,7 @@ func haproxyConf(t *testing.T, feAddr, extraGlobal string, nodes ...*node) strin
     timeout client 10s
     timeout server 10s
     timeout http-keep-alive 10s
-    option redispatch
-    retries 3
-    retry-on conn-failure empty-response response-timeout
+    retries 0
 
 frontend fe
     bind %s
@@ -156,8 +161,8 @@ frontend fe
 backend web
     balance roundrobin
     option httpchk GET /healthz
-    default-server inter 200ms fall 2 rise 2
-`, feAddr)
+    default-server %s
+`, feAddr, checks)
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "    server %s %s check\n", n.name, n.addr)
 	}
@@ -329,4 +334,19 @@ func slowDownloads(t *testing.T, url, watch string, want int) <-chan slowResult 
 type slowResult struct {
 	end time.Time
 	err error
+}
+
+// watchedAfter counts the watched node's answers to requests that started
+// after a and before b, and those that ended later than slack after a.
+func (l *load) watchedAfter(a, b time.Time, slack time.Duration) (started, late int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range l.hits {
+		if h.start.After(a) && h.start.Before(b) {
+			started++
+		} else if h.end.After(a.Add(slack)) && h.start.Before(b) {
+			late++
+		}
+	}
+	return started, late
 }

@@ -104,7 +104,7 @@ func testZeroLoss(t *testing.T, driver string) {
 }
 
 // waitServersUp waits until HAProxy's health checks see n servers UP.
-func waitServersUp(t *testing.T, h *testsvc.HAProxy, n int) {
+func waitServersUp(t testing.TB, h *testsvc.HAProxy, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

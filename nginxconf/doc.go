@@ -26,4 +26,9 @@
 //     generation and every worker of the old one has stopped accepting
 //     connections (nginx retitles it "worker process is shutting down"), as
 //     read from /proc.
+//   - Server is one node's nginx for the rollout: NewServer takes the node's
+//     settings (ServerConfig) and renders each spec with them (the node's
+//     certificate, else a self-signed one, else the spec's; the revision
+//     header from the live link), tests it beside the live file (Check),
+//     installs it (Apply) and says how the installed one drifted (Drift).
 package nginxconf

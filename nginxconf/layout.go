@@ -8,7 +8,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/drover-dev/drover/lbdrain"
+	"github.com/drover-dev/drover/internal/healthlog"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -186,11 +187,12 @@ func (r *renderer) httpSettings() {
 	}
 	if p.AccessLog != "" {
 		r.line("access_log %s;", r.q("accessLog", p.AccessLog))
-	} else {
+	} else if p.TrafficLog == "" {
 		r.line("access_log off;")
 	}
+	r.trafficLog()
 	if p.HealthAccessLog != "" {
-		r.line("log_format drover_health %s;", quote(lbdrain.HealthLogFormat))
+		r.line("log_format drover_health %s;", quote(healthlog.Format))
 	}
 	r.line("gzip on;")
 	r.line("gzip_vary on;")
@@ -279,7 +281,7 @@ func (r *renderer) healthServer() {
 	if p.HealthAccessLog != "" {
 		r.line("access_log %s drover_health;", quote(r.checkAbs("healthAccessLog", p.HealthAccessLog)))
 	}
-	r.open("if (-f %s)", quote(path.Join(dir, "drain")))
+	r.open("if (-f %s)", quote(layout.DrainFile(dir)))
 	r.line(`return 503 "draining\n";`)
 	r.close()
 	r.line("root %s;", quote(dir))
@@ -345,8 +347,13 @@ func (r *renderer) server(srv *server) {
 		names[i] = r.q(srv.field+".serverNames", n)
 	}
 	r.line("server_name %s;", strings.Join(names, " "))
+	r.revisionHeaders()
 	if site := srv.site; site != nil {
-		r.line("root %s;", quote(path.Join(r.checkAbs("liveDir", r.p.LiveDir), "sites", site.Name)))
+		r.line("root %s;", quote(layout.SiteDir(r.checkAbs("liveDir", r.p.LiveDir), site.Name)))
+		r.line("# A second line behind drover's own check of every link: a link")
+		r.line("# someone else left in the site (owned by another user than its")
+		r.line("# target) is not followed. The root itself goes through current.")
+		r.line("disable_symlinks if_not_owner from=$document_root;")
 		r.line("index index.html;")
 		r.line("")
 		r.open("location /")
@@ -361,6 +368,10 @@ func (r *renderer) server(srv *server) {
 				r.fail(hf, fmt.Sprintf("%q is not a header name", k))
 			}
 			r.line("add_header %s %s always;", r.q(hf, k), r.q(hf, site.Headers[k]))
+		}
+		if len(keys) > 0 {
+			// A location's own add_header hides the server's.
+			r.revisionHeaders()
 		}
 		if site.SPA {
 			r.line("try_files $uri $uri/ /index.html;")
@@ -396,6 +407,15 @@ func (r *renderer) server(srv *server) {
 		r.close()
 	}
 	r.close()
+}
+
+// revisionHeaders names the revision and node on every answer, when asked.
+func (r *renderer) revisionHeaders() {
+	if r.p.Revision == "" {
+		return
+	}
+	r.line("add_header X-Drover-Revision %s always;", r.q("revision", r.p.Revision))
+	r.line("add_header X-Drover-Node %s always;", r.q("node name", r.p.Node))
 }
 
 func (r *renderer) webhookLocation(l location) {

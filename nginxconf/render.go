@@ -45,12 +45,20 @@ type Params struct {
 	// StatusListen is a loopback host:port serving stub_status at
 	// /nginx_status, to count in-flight requests during a drain; "" = none.
 	// HealthAccessLog is where the health location logs each LB check in
-	// lbdrain.HealthLogFormat, so the drain drivers can see the LB's checks
+	// healthlog.Format, so the drain drivers can see the LB's checks
 	// reach this node; "" logs nothing.
 	HealthAccessLog string
 	StatusListen    string
+	// TrafficLog is the file of a line per request of the sites and routes
+	// that the agent follows (package traffic); "" = none.
+	TrafficLog string
 	// Webhook routes the push webhook to the agent; nil = none.
 	Webhook *Webhook
+	// Revision, when set, is added with Node to every answer of every site
+	// and route as X-Drover-Revision and X-Drover-Node (node.yaml
+	// nginx.revisionHeader). It names the revision this config was
+	// rendered for, so the config changes (and nginx reloads) with it.
+	Revision, Node string
 }
 
 // Webhook is the push webhook's public address and the agent's listener.

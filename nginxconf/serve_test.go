@@ -313,6 +313,62 @@ func TestHealthAccessLog(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	re := regexp.MustCompile(`^[0-9]+\.[0-9]{3} 200 127\.0\.0\.1$`)
 	if len(lines) != 2 || !re.MatchString(lines[0]) || !re.MatchString(lines[1]) {
-		t.Fatalf("health log %q does not follow lbdrain.HealthLogFormat", data)
+		t.Fatalf("health log %q does not follow healthlog.Format", data)
+	}
+}
+
+// TestRevisionHeaders: with Revision set, every answer of a site (one with
+// its own headers included, and its 404s), of a worker's route, and of a
+// route-only host names the revision and the node; without it, none does.
+func TestRevisionHeaders(t *testing.T) {
+	apiPort := testsvc.FreePort(t)
+	yaml := appYAML + fmt.Sprintf(`
+workers:
+  - name: api
+    source: workers/api
+    exec: [./api]
+    port: %d
+    health: {path: /healthz}
+    routes: [{serverName: app.test, path: /api/}, {serverName: api.test, path: /v1/}]
+`, apiPort)
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprint("revisionHeader=", on), func(t *testing.T) {
+			w := newWorld(t, yaml, true, func(p *Params) {
+				if on {
+					p.Revision, p.Node = rev, "node-1"
+				}
+			})
+			backend(t, fmt.Sprintf("127.0.0.1:%d", apiPort), func(rw http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(rw, "api %s", r.URL.Path)
+			})
+			c := w.client(true, false)
+			for _, tc := range []struct {
+				host, path string
+				status     int
+			}{
+				{"app.test", "/", 200},      // a site with its own headers
+				{"app.test", "/nope", 404},  // the site's 404
+				{"app.test", "/.env", 404},  // a hidden file
+				{"app.test", "/api/x", 200}, // a worker's route
+				{"api.test", "/v1/y", 200},  // a route-only host
+				{"api.test", "/", 404},      // and its 404
+			} {
+				resp, _ := w.mustGet(c, tc.host, tc.path)
+				gotRev, gotNode := resp.Header.Get("X-Drover-Revision"), resp.Header.Get("X-Drover-Node")
+				if resp.StatusCode != tc.status {
+					t.Errorf("%s%s: status %d, want %d", tc.host, tc.path, resp.StatusCode, tc.status)
+				}
+				switch {
+				case on && (gotRev != rev || gotNode != "node-1"):
+					t.Errorf("%s%s: X-Drover-Revision %q, X-Drover-Node %q; want %s, node-1", tc.host, tc.path, gotRev, gotNode, rev)
+				case !on && (gotRev != "" || gotNode != ""):
+					t.Errorf("%s%s: revision headers %q %q without revisionHeader", tc.host, tc.path, gotRev, gotNode)
+				}
+			}
+			if resp, _ := w.mustGet(c, "app.test", "/"); resp.Header.Get("X-Rev") != "1" {
+				t.Errorf("the site's own header X-Rev = %q, want 1", resp.Header.Get("X-Rev"))
+			}
+		})
 	}
 }

@@ -11,25 +11,6 @@ import (
 	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
-// Step names a step of a node's rollout. They are written to the journal,
-// the node's status and the events, so they are part of drover's contract.
-type Step string
-
-// The steps, in rollout order.
-const (
-	StepIdle        Step = "idle"
-	StepPreparing   Step = "preparing"
-	StepWaiting     Step = "waiting" // for the rollout lock or capacity
-	StepMigrating   Step = "migrating"
-	StepDraining    Step = "draining"
-	StepSwitching   Step = "switching"
-	StepVerifying   Step = "verifying"
-	StepRollingBack Step = "rolling-back"
-	StepUndraining  Step = "undraining"
-	StepFailed      Step = "failed"
-	StepPaused      Step = "paused"
-)
-
 // journal records, before the node's live state starts to change, which
 // release it is leaving and which it is going to, so that an agent killed at
 // any instant can tell on restart whether the node may be half of each, and
@@ -47,11 +28,26 @@ type entry struct {
 	Step Step   `json:"step"`
 	// Drained is true once the node asked the LB to drain it, until it
 	// asked to undrain: a restarted agent must not leave it out silently.
-	Drained bool      `json:"drained"`
-	Started time.Time `json:"started"`
+	Drained bool `json:"drained"`
+	// Verified is the release that passed its checks and is re-joining the
+	// LB (Step undraining): To after a rollout, From after a rollback.
+	Verified string    `json:"verified,omitempty"`
+	Started  time.Time `json:"started"`
+	// Handover is "overlap" when the new release's instances were started
+	// beside the old ones (handover.go); FromWorkers and ToWorkers then
+	// say where each release's instances run, so that a restarted agent
+	// puts the node on exactly one of them.
+	Handover    string     `json:"handover,omitempty"`
+	FromWorkers *placement `json:"fromWorkers,omitempty"`
+	ToWorkers   *placement `json:"toWorkers,omitempty"`
 	// Attempts counts how often an agent started this change; a change
 	// that keeps killing the agent is failed instead of retried forever.
 	Attempts int `json:"attempts"`
+	// Held is a change that failed with rollout.onFailure: halt: the
+	// node stays drained on To for inspection, and a restarted agent
+	// (a package upgrade, a reboot) keeps it so instead of recovering;
+	// the next revision rolls out from there.
+	Held bool `json:"held,omitempty"`
 }
 
 // read returns the entry in flight, or nil when the journal is clear.

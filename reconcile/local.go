@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/layout"
 
 	"github.com/drover-dev/drover/spec"
 )
@@ -47,12 +48,6 @@ type FileRegistry struct {
 	mu  sync.Mutex
 }
 
-// StatusFile and HaltedFile are the registry's files in the state dir.
-const (
-	StatusFile = "status.json"
-	HaltedFile = "halted.json"
-)
-
 // Halt is one halted revision.
 type Halt struct {
 	Reason string    `json:"reason"`
@@ -65,7 +60,7 @@ func (r *FileRegistry) Report(_ context.Context, st Status) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(r.Dir, StatusFile), data, 0o644)
+	return atomicfile.WriteFile(layout.New(r.Dir).Status(), data, 0o644)
 }
 
 // Halted says whether rev is in the halted file.
@@ -116,7 +111,7 @@ func (r *FileRegistry) HaltedAll() (map[string]Halt, error) {
 // ReadStatus returns the last status the node wrote.
 func (r *FileRegistry) ReadStatus() (Status, error) {
 	var st Status
-	data, err := os.ReadFile(filepath.Join(r.Dir, StatusFile))
+	data, err := os.ReadFile(layout.New(r.Dir).Status())
 	if err != nil {
 		return st, err
 	}
@@ -125,7 +120,7 @@ func (r *FileRegistry) ReadStatus() (Status, error) {
 
 func (r *FileRegistry) read() (map[string]Halt, error) {
 	h := map[string]Halt{}
-	data, err := os.ReadFile(filepath.Join(r.Dir, HaltedFile))
+	data, err := os.ReadFile(layout.New(r.Dir).Halted())
 	if errors.Is(err, os.ErrNotExist) {
 		return h, nil
 	}
@@ -133,7 +128,7 @@ func (r *FileRegistry) read() (map[string]Halt, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, &h); err != nil {
-		return nil, fmt.Errorf("%s: %w", HaltedFile, err)
+		return nil, fmt.Errorf("%s: %w", filepath.Base(layout.New(r.Dir).Halted()), err)
 	}
 	return h, nil
 }
@@ -143,5 +138,5 @@ func (r *FileRegistry) write(h map[string]Halt) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(r.Dir, HaltedFile), data, 0o644)
+	return atomicfile.WriteFile(layout.New(r.Dir).Halted(), data, 0o644)
 }

@@ -27,7 +27,8 @@ func (t *Trigger) Poke() {
 func (t *Trigger) C() <-chan struct{} { return t.c }
 
 // Run recovers from an earlier crash, then syncs at once, at every poll
-// interval and whenever trigger is poked, until ctx ends. A failed sync is
+// interval and whenever trigger is poked, with the guard watching the live
+// release between rollouts, until ctx ends. A failed sync is
 // logged and retried at the next tick; Run returns only ctx's error or a
 // recovery failure that leaves the node in an unknown state.
 func (n *Node) Run(ctx context.Context, every time.Duration, trigger *Trigger) error {
@@ -36,6 +37,9 @@ func (n *Node) Run(ctx context.Context, every time.Duration, trigger *Trigger) e
 		n.log.Error("recovery failed; the node stays out of rotation", "err", err)
 		// Keep polling: a newer good revision is the way out.
 	}
+	done := make(chan struct{})
+	go func() { defer close(done); n.Guard(ctx) }()
+	defer func() { <-done }()
 	return n.Loop(ctx, every, trigger)
 }
 
@@ -67,10 +71,13 @@ func (n *Node) Loop(ctx context.Context, every time.Duration, trigger *Trigger) 
 		switch {
 		case errors.Is(err, ErrHalted):
 			n.log.Debug("target revision is halted", "rev", short(out.To))
+		case errors.Is(err, errCanaryWait):
+			n.log.Debug("waiting for the canary", "rev", short(out.To), "err", err)
 		case err != nil && ctx.Err() == nil:
 			n.log.Error("sync", "rev", short(out.To), "err", err)
 		case out.Applied:
 			n.log.Info("revision live", "rev", short(out.To), "from", short(out.From))
+			n.Settle(ctx)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/layout"
 
 	"github.com/drover-dev/drover/health"
 	"github.com/drover-dev/drover/spec"
@@ -38,7 +39,16 @@ type Config struct {
 	SiteURL func(sp *spec.Spec) string
 	// WorkerHost is where worker instances listen (127.0.0.1).
 	WorkerHost string
-	Log        *slog.Logger
+	// Guard is the steady-state guard's settings (guard.go).
+	Guard GuardConfig
+	// Policy is what a spec may ask of this node (node.yaml's policy): a
+	// revision outside it is a revision fault, found before prepare. nil is
+	// spec.DefaultPolicy. Releases already prepared are not checked again.
+	Policy *spec.Policy
+	Log    *slog.Logger
+
+	// Handover is the overlap handover's settings (handover.go).
+	Handover HandoverConfig
 }
 
 // Deps are the node's collaborators. Source, Releases, Web and Supervisor are
@@ -54,6 +64,18 @@ type Deps struct {
 	Migrator   Migrator
 	Registry   Registry
 	Capacity   Capacity
+	// Verifier, when set, refuses unsigned revisions (see Verifier).
+	Verifier Verifier
+	// Room decides whether the guard may take the node out; without a
+	// cluster it never may.
+	Room Room
+	// Pinner holds the operator's pin (desired.go); default: the
+	// FileRegistry's pin file in the state dir.
+	Pinner Pinner
+	// Canaries and Traffic run rollout.canary (canary.go); without both
+	// there is no canary.
+	Canaries Canaries
+	Traffic  Traffic
 }
 
 // Node runs the rollout of new revisions on this node. Its methods must not
@@ -64,12 +86,36 @@ type Node struct {
 	log     *slog.Logger
 	journal journal
 
+	// live is held by whoever changes the live release (a rollout from
+	// the lock on, a recovery) and by each guard round, so the two never
+	// act on the node at once.
+	live sync.Mutex
+
 	mu     sync.Mutex
 	status Status
+	// liveRev is the release the node last verified, which the guard
+	// watches and puts back.
+	liveRev string
 	// retry holds, per revision whose preparation failed, when to try
 	// again: a download or install that failed is retried with backoff,
 	// not at every poll.
 	retry map[string]retryState
+	// ahead is the branch head last prepared while pinned (desired.go).
+	ahead string
+
+	// waitHealthy is health.Wait unless a test sets it: the in-process
+	// suite (suite_test.go) runs under testing/synctest, where real
+	// sockets would leave the bubble's virtual clock, so its fake node
+	// answers the checks instead. Production never sets it.
+	waitHealthy func(context.Context, []health.Check) error
+}
+
+// waitChecks is health.Wait, or the test's stand-in (waitHealthy).
+func (n *Node) waitChecks(ctx context.Context, checks []health.Check) error {
+	if n.waitHealthy != nil {
+		return n.waitHealthy(ctx, checks)
+	}
+	return health.Wait(ctx, checks)
 }
 
 type retryState struct {
@@ -109,18 +155,33 @@ func New(cfg Config, d Deps) (*Node, error) {
 	if d.Registry == nil {
 		d.Registry = &FileRegistry{Dir: cfg.StateDir}
 	}
+	if d.Room == nil {
+		d.Room = singleNode{}
+	}
+	if d.Pinner == nil {
+		d.Pinner = &FileRegistry{Dir: cfg.StateDir}
+	}
 	n := &Node{
 		cfg:     cfg,
 		d:       d,
 		log:     cfg.Log,
-		journal: journal{path: filepath.Join(cfg.StateDir, "journal.json")},
+		journal: journal{path: layout.New(cfg.StateDir).Journal()},
 		retry:   map[string]retryState{},
 	}
+	n.placeParts()
 	rev, err := d.Releases.Current()
 	if err != nil {
 		return nil, err
 	}
 	n.status = Status{Node: cfg.Name, Rev: rev, Step: StepIdle, Since: time.Now()}
+	n.liveRev = rev
+	if rev != "" && !n.inLB() {
+		// Out of the LB when this agent started (a check failed, the guard
+		// took it out, an earlier agent died mid-change): say so from the
+		// first report, so that no other node drains on the belief that
+		// this one serves, until recovery verifies it and the LB has it.
+		n.status.Health, n.status.HealthWhy, n.status.HealthSince = HealthOut, "not in the load balancer when the agent started", time.Now()
+	}
 	return n, nil
 }
 
@@ -147,6 +208,9 @@ func (n *Node) setStep(ctx context.Context, step Step, target string, err error)
 	if rev, cerr := n.d.Releases.Current(); cerr == nil {
 		n.status.Rev = rev
 	}
+	if n.d.Verifier != nil {
+		n.status.Signer = n.d.Verifier.Signer(n.status.Rev)
+	}
 	st := n.status
 	n.mu.Unlock()
 	if changed {
@@ -164,6 +228,8 @@ type Outcome struct {
 	Applied bool
 	// RolledBack is true when To failed and the node went back to From.
 	RolledBack bool
+	// Canary is true when the node applied To as its canary (canary.go).
+	Canary bool
 }
 
 // ErrHalted is returned by Sync when the target revision is halted.
@@ -171,20 +237,32 @@ var ErrHalted = errors.New("revision is halted")
 
 // Sync brings the node to the revision the branch points at now.
 func (n *Node) Sync(ctx context.Context) (Outcome, error) {
-	rev, err := n.d.Source.Remote(ctx)
+	head, err := n.d.Source.Remote(ctx)
 	n.mu.Lock()
 	n.status.Seen = time.Now()
 	step := n.status.Step
 	n.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("poll repo: %w", err)
+	}
+	// The desired revision is the pin when one is set (desired.go).
+	rev, pinned, err := n.desired(ctx, head, err)
+	if err != nil {
 		if step == StepIdle {
 			// Say why the node is not moving; it keeps serving meanwhile.
 			n.setStep(ctx, StepIdle, "", err)
 		}
 		return Outcome{}, err
 	}
-	return n.SyncTo(ctx, rev)
+	out, err := n.SyncTo(ctx, rev)
+	if err == nil && out.Canary {
+		// Lock released: this node serves rev while the gate decides.
+		err = n.runCanary(ctx, out.From, rev, n.specOrNil(rev), false)
+	}
+	if pinned && err == nil {
+		n.prepareAhead(ctx, head)
+	}
+	return out, err
 }
 
 // SyncTo brings the node to rev (a full commit id).
@@ -200,7 +278,7 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 		} else if err := n.d.Registry.Report(ctx, st); err != nil {
 			n.log.Warn("report status", "err", err) // when it last polled
 		}
-		return out, nil
+		return out, n.resumeCanary(ctx, cur)
 	}
 	if reason, halted, err := n.d.Registry.Halted(ctx, rev); err != nil {
 		return out, fmt.Errorf("check halted revisions: %w", err)
@@ -215,8 +293,7 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	n.setStep(ctx, StepPreparing, rev, nil)
 	sp, fsys, err := n.prepare(ctx, rev)
 	if err != nil {
-		var bad *badRevisionError
-		if errors.As(err, &bad) {
+		if IsBadRevision(err) {
 			n.halt(ctx, rev, err)
 			return out, err
 		}
@@ -230,6 +307,9 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	// cluster that cannot make progress (a dead node holding capacity)
 	// shows up as an error instead of a node waiting forever.
 	n.setStep(ctx, StepWaiting, rev, nil)
+	if err := n.awaitCanary(ctx, rev, sp); err != nil {
+		return out, err
+	}
 	turnCtx, cancelTurn := context.WithTimeout(ctx, sp.Rollout.ProgressDeadline.D())
 	defer cancelTurn()
 	lockCtx, release, err := n.d.Lock.Acquire(turnCtx, rev, sp.Rollout.MaxUnavailable)
@@ -247,6 +327,9 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 			n.log.Warn("release rollout lock", "err", err)
 		}
 	}()
+	// From here on the node is the rollout's: the guard waits.
+	n.live.Lock()
+	defer n.live.Unlock()
 	// Another node may have failed rev while this one waited.
 	if reason, halted, err := n.d.Registry.Halted(lockCtx, rev); err != nil {
 		n.setStep(ctx, StepIdle, "", err)
@@ -255,8 +338,14 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 		n.setStep(ctx, StepIdle, "", fmt.Errorf("revision %s is halted: %s", short(rev), reason))
 		return out, fmt.Errorf("%w: %s: %s", ErrHalted, short(rev), reason)
 	}
+	canary, err := n.claimCanary(lockCtx, cur, rev, sp)
+	if err != nil {
+		n.setStep(ctx, StepIdle, "", err)
+		return out, err
+	}
 	out2, err := n.rollout(ctx, lockCtx, turnCtx, cur, rev, sp, fsys)
 	out.Applied, out.RolledBack = out2.Applied, out2.RolledBack
+	out.Canary = canary && out.Applied
 	return out, err
 }
 
@@ -272,10 +361,60 @@ func (e *badRevisionError) Unwrap() error { return e.err }
 // the migrator): the rollout halts the revision instead of retrying it.
 func BadRevision(err error) error { return &badRevisionError{err} }
 
-// IsBadRevision reports whether err is the revision's fault.
+// IsBadRevision reports whether err is the revision's fault: marked with
+// BadRevision, or with an error in its chain that says so itself (a method
+// RevisionFault() bool, as migrate's revision errors have).
 func IsBadRevision(err error) bool {
 	var bad *badRevisionError
-	return errors.As(err, &bad)
+	if errors.As(err, &bad) {
+		return true
+	}
+	var rf interface{ RevisionFault() bool }
+	return errors.As(err, &rf) && rf.RevisionFault()
+}
+
+// goBack ends a turn that failed for a reason not the revision's (the lock
+// lost, the node's own fault): the node goes back to the release it left,
+// halting nothing, and the revision is tried again later. When the way
+// back fails too, the node reports failed and the journal stays for the
+// next agent.
+func (n *Node) goBack(ctx context.Context, e *entry, out Outcome, cause error) (Outcome, error) {
+	if rerr := n.restore(ctx, e); rerr != nil {
+		n.setStep(ctx, StepFailed, e.To, fmt.Errorf("%v; rollback to %s failed: %w", cause, short(e.From), rerr))
+		return out, errors.Join(cause, rerr)
+	}
+	out.RolledBack = true
+	n.setStep(ctx, StepIdle, "", cause)
+	return out, cause
+}
+
+// pinger is a Supervisor that can say whether what it drives (systemd)
+// answers at all.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// nodeFault returns a non-nil error when the failure err of a switch or a
+// check is this node's and not the revision's: the error says so itself
+// (a method NodeFault() bool, as units' systemd errors have), or the
+// supervisor no longer answers. A host shutting down stops systemd before
+// the agent; its workers die, its checks fail, and halting the revision
+// for that would stop a good revision on every node.
+func (n *Node) nodeFault(ctx context.Context, err error) error {
+	var nf interface{ NodeFault() bool }
+	if errors.As(err, &nf) && nf.NodeFault() {
+		return err
+	}
+	p, ok := n.rawSupervisor().(pinger)
+	if !ok {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if perr := p.Ping(pctx); perr != nil {
+		return fmt.Errorf("%w (and the worker supervisor does not answer: %v)", err, perr)
+	}
+	return nil
 }
 
 // prepare does the slow, risk-free work before the turn: fetch, parse and
@@ -285,15 +424,18 @@ func (n *Node) prepare(ctx context.Context, rev string) (*spec.Spec, fs.FS, erro
 	if err := n.d.Source.Fetch(ctx, rev); err != nil {
 		return nil, nil, fmt.Errorf("fetch %s: %w", short(rev), err)
 	}
+	if err := n.verifySignature(ctx, rev); err != nil {
+		return nil, nil, err
+	}
 	fsys, err := n.d.Source.Tree(ctx, rev, n.cfg.RepoDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read tree of %s: %w", short(rev), err)
 	}
-	data, err := fs.ReadFile(fsys, spec.FileName)
+	data, err := spec.ReadFS(fsys, spec.FileName, spec.PathIn(n.cfg.RepoDir))
 	if err != nil {
 		return nil, nil, &badRevisionError{fmt.Errorf("read %s of %s: %w", spec.PathIn(n.cfg.RepoDir), short(rev), err)}
 	}
-	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
+	sp, err := n.parseSpec(data)
 	if err != nil {
 		return nil, nil, &badRevisionError{err}
 	}
@@ -348,6 +490,20 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 		return out, err
 	}
 
+	// With the overlap handover the new release's instances start now,
+	// while the node still serves, and must be healthy (handover.go);
+	// whatever runs beside the live release is stopped when the turn ends
+	// without it, or by Settle once it is live and the lock handed on.
+	ho, herr := n.startAhead(ctx, lockCtx, from, to, sp)
+	if herr != nil {
+		return out, herr
+	}
+	defer func() {
+		if !out.Applied {
+			n.settle(ctx) // else Settle, once the revision is live
+		}
+	}()
+
 	// Capacity (invariant 1): drain only if, counting this node, no more
 	// than maxUnavailable nodes are out of service.
 	waitCtx, cancel := mergeCancel(lockCtx, turnCtx)
@@ -356,12 +512,17 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 	})
 	cancel()
 	if err != nil {
+		if lockCtx.Err() != nil {
+			// Say why the wait ended: the lock, not "context canceled".
+			err = fmt.Errorf("%w (rollout lock: %v)", err, context.Cause(lockCtx))
+		}
 		err = fmt.Errorf("capacity: %w", err)
 		n.setStep(ctx, StepIdle, "", err)
 		return out, err
 	}
 
 	e := &entry{From: from, To: to, Step: StepDraining, Drained: true, Started: time.Now()}
+	ho.carry(e)
 	if err := n.journal.write(e); err != nil {
 		return out, err
 	}
@@ -373,15 +534,34 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 	} else if err := n.d.Drainer.Drain(lockCtx, sp.Rollout.DrainTimeout.D()); err != nil {
 		// Still on the old release: put it back in rotation and stop.
 		err = fmt.Errorf("drain: %w", err)
-		n.undrainAndClear(ctx, e)
+		if uerr := n.undrainAndClear(ctx, e); uerr != nil {
+			err = fmt.Errorf("%w; and the undrain after it: %v", err, uerr)
+		}
+		// Not the revision's fault, but a drain that fails now will
+		// likely fail on the next poll too: do not drain and undrain
+		// the node every few seconds.
+		n.backoff(to)
 		n.setStep(ctx, StepIdle, "", err)
 		return out, err
+	} else if dr, ok := n.d.Drainer.(drainReporter); ok {
+		if why := dr.LastDrainIncomplete(); why != "" {
+			// Not a failure (the LB sends nothing new by every other
+			// sign), but an event: a rollout that keeps hitting the
+			// bound has a drainTimeout or an LB setting to fix.
+			n.notice(ctx, to, "drain went on at its bound: "+why)
+		}
 	}
 
 	err = n.switchAndVerify(lockCtx, e, to, sp)
 	if err == nil && lockCtx.Err() == nil {
-		n.setStep(ctx, StepUndraining, to, nil)
-		if uerr := n.undrainAndClear(ctx, e); uerr != nil {
+		uerr := n.journalRejoin(e, to)
+		if uerr == nil {
+			// Reported only once journaled: whoever sees "undraining"
+			// may rely on a restarted agent finishing it forward.
+			n.setStep(ctx, StepUndraining, to, nil)
+			uerr = n.undrainAndClear(ctx, e)
+		}
+		if uerr != nil {
 			n.setStep(ctx, StepFailed, to, uerr)
 			return out, uerr
 		}
@@ -398,14 +578,16 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 	case lockCtx.Err() != nil:
 		// The lock was lost: this is not the revision's fault. Go back to
 		// the previous release (never go on unlocked) and try again later.
-		lerr := fmt.Errorf("rollout lock lost during %s: %w", e.Step, context.Cause(lockCtx))
-		if rerr := n.restore(ctx, e); rerr != nil {
-			n.setStep(ctx, StepFailed, to, fmt.Errorf("%v; rollback to %s failed: %w", lerr, short(from), rerr))
-			return out, errors.Join(lerr, rerr)
-		}
-		out.RolledBack = true
-		n.setStep(ctx, StepIdle, "", lerr)
-		return out, lerr
+		return n.goBack(ctx, e, out, fmt.Errorf("rollout lock lost during %s: %w", e.Step, context.Cause(lockCtx)))
+	}
+
+	if nf := n.nodeFault(ctx, err); nf != nil {
+		// Not the revision's fault: like a lost lock, go back to the
+		// previous release (when the node still can) and try later. When
+		// it cannot, the journal stays and the next agent recovers.
+		n.log.Error("node fault mid-change; not halting the revision", "rev", short(to), "err", nf)
+		n.backoff(to)
+		return n.goBack(ctx, e, out, fmt.Errorf("this node failed during %s, not revision %s: %w", e.Step, short(to), nf))
 	}
 
 	// The new release failed. Mark it failed for the whole cluster first,
@@ -413,6 +595,12 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 	n.halt(ctx, to, err)
 	if sp.Rollout.OnFailure == "halt" {
 		n.log.Error("onFailure is halt: staying drained on the failed release for inspection", "rev", short(to))
+		// Journaled as held, so that a restarted agent does not undo
+		// what the operator asked to keep (Recover).
+		e.Held, e.Step = true, StepFailed
+		if jerr := n.journal.write(e); jerr != nil {
+			n.log.Error("journal the hold", "err", jerr)
+		}
 		return out, err
 	}
 	if rerr := n.restore(ctx, e); rerr != nil {
@@ -471,14 +659,14 @@ func (n *Node) apply(ctx context.Context, rev string, sp *spec.Spec) error {
 // verify waits until every site and worker of sp passes its checks within
 // the health deadline, then stays healthy through the soak time.
 func (n *Node) verify(ctx context.Context, sp *spec.Spec) error {
-	checks := n.checks(sp)
+	checks := n.checks(sp, true)
 	vctx, cancel := context.WithTimeout(ctx, sp.Rollout.HealthTimeout.D())
 	defer cancel()
-	if err := health.Wait(vctx, checks); err != nil {
+	if err := n.waitChecks(vctx, checks); err != nil {
 		n.markHealthy(false)
 		return fmt.Errorf("health checks: %w", err)
 	}
-	if soak := sp.Rollout.Soak.D(); soak > 0 {
+	if soak := n.soakOf(sp); soak > 0 {
 		select {
 		case <-time.After(soak):
 		case <-ctx.Done():
@@ -489,17 +677,27 @@ func (n *Node) verify(ctx context.Context, sp *spec.Spec) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, sp.Rollout.HealthTimeout.D())
 		defer cancel()
-		if err := health.Wait(sctx, checks); err != nil {
+		if err := n.waitChecks(sctx, checks); err != nil {
 			n.markHealthy(false)
 			return fmt.Errorf("health checks after %s of soak: %w", soak, err)
 		}
 	}
 	n.markHealthy(true)
+	rev, _ := n.d.Releases.Current()
+	n.mu.Lock()
+	n.liveRev = rev
+	if n.status.Health != HealthOK && n.status.Health != HealthUnknown {
+		n.status.HealthSince = time.Now()
+	}
+	n.status.Health, n.status.HealthWhy = HealthOK, ""
+	n.mu.Unlock()
 	return nil
 }
 
-// checks are the health checks of a spec on this node.
-func (n *Node) checks(sp *spec.Spec) []health.Check {
+// checks are the health checks of a spec on this node: its sites through
+// nginx, its worker instances, and the extra checks that gate rollouts (for
+// rollout) or the steady state.
+func (n *Node) checks(sp *spec.Spec, rollout bool) []health.Check {
 	var cs []health.Check
 	for _, site := range sp.Sites {
 		host := strings.Replace(site.ServerNames[0], "*", "health-check", 1)
@@ -508,17 +706,37 @@ func (n *Node) checks(sp *spec.Spec) []health.Check {
 			Status: site.Health.Status, Successes: 1, Interval: 500 * time.Millisecond,
 		})
 	}
-	for _, w := range sp.Workers {
+	for _, w := range n.placedWorkers(sp.Workers) {
 		for i, port := range w.InstancePorts() {
 			cs = append(cs, health.Check{
 				Name:      fmt.Sprintf("worker %s instance %d", w.Name, i),
 				URL:       "http://" + net.JoinHostPort(n.cfg.WorkerHost, strconv.Itoa(port)) + w.Health.Path,
 				Status:    w.Health.Status,
-				Successes: w.Health.Successes,
+				Successes: n.successesOf(&w),
 				Interval:  w.Health.Interval.D(),
 				Timeout:   w.Health.Timeout.D(),
 			})
 		}
+	}
+	if sp.Health != nil {
+		for _, x := range sp.Health.Checks {
+			if !x.Gate(rollout) {
+				continue
+			}
+			c := health.Check{Name: "check " + x.Name, Status: x.Status, Successes: 1, Interval: 500 * time.Millisecond, Timeout: x.Timeout.D()}
+			switch x.Kind() {
+			case "http":
+				c.URL = x.HTTP
+			case "tcp":
+				c.TCP = x.TCP
+			default:
+				c.Exec = &health.Program{Argv: x.Exec}
+			}
+			cs = append(cs, c)
+		}
+	}
+	if rollout {
+		cs = append(cs, n.routeChecks(sp)...)
 	}
 	return cs
 }
@@ -556,7 +774,7 @@ func (n *Node) restore(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
+	sp, err := spec.ParseRelease(spec.PathIn(n.cfg.RepoDir), data)
 	if err != nil {
 		return fmt.Errorf("spec of release %s: %w", short(e.From), err)
 	}
@@ -565,6 +783,23 @@ func (n *Node) restore(ctx context.Context, e *entry) error {
 	}
 	if err := n.verify(ctx, sp); err != nil {
 		return fmt.Errorf("previous release %s: %w", short(e.From), err)
+	}
+	return n.rejoin(ctx, e, e.From)
+}
+
+// journalRejoin records that rev passed its checks and the node is about
+// to re-join the LB with it. An agent killed from here on finds the node
+// serving (or about to serve) a verified release, and must finish forward
+// rather than change it (see Recover).
+func (n *Node) journalRejoin(e *entry, rev string) error {
+	e.Step, e.Verified = StepUndraining, rev
+	return n.journal.write(e)
+}
+
+// rejoin is journalRejoin, then the undrain and the journal cleared.
+func (n *Node) rejoin(ctx context.Context, e *entry, rev string) error {
+	if err := n.journalRejoin(e, rev); err != nil {
+		return err
 	}
 	return n.undrainAndClear(ctx, e)
 }
@@ -589,7 +824,32 @@ func (n *Node) prune(ctx context.Context) {
 
 // Recover finishes or undoes the change an earlier agent was making when it
 // stopped, so that the node is on one release before anything else runs.
+//
+// It never changes a node that may be in service. The rule, by the step
+// the journal names:
+//
+//   - draining, on the old release: nothing was switched; the node is
+//     re-joined (an Undrain changes no release).
+//   - undraining: the release named Verified passed its checks and the LB
+//     may be sending it traffic again. Finish forward: make sure that same
+//     release runs (idempotent: what runs as specified is left alone; the
+//     exec supervisor's workers died with the agent), check it, undrain.
+//     Going back instead would switch and restart a node the LB already
+//     uses: the 502s of issue 16. Only if the checks now fail is it
+//     drained, and then restored.
+//   - switching, verifying, rolling-back: the node was drained before any
+//     of them began and nothing undrained it since, so it is out of
+//     service; Drain is called again anyway (idempotent, it returns at once
+//     or after the quiet window) so that an LB that forgot the drain (an
+//     HAProxy reload) has it out again before the restore switches it.
+//     Restoring, rather than finishing, because the new release was never
+//     verified: the next sync tries it again from a whole node.
+//   - a first deploy (no previous release) is finished: there is nothing
+//     to go back to, and the node was never in service.
 func (n *Node) Recover(ctx context.Context) error {
+	n.live.Lock()
+	defer n.live.Unlock()
+	defer n.settle(ctx) // the other range's instances, after an overlap (handover.go)
 	e, err := n.journal.read()
 	if err != nil {
 		return err
@@ -598,11 +858,26 @@ func (n *Node) Recover(ctx context.Context) error {
 		return n.ensureLive(ctx)
 	}
 	cur, _ := n.d.Releases.Current()
+	if e.Held {
+		// onFailure: halt: the node stays drained on the failed release
+		// for inspection, restart or not.
+		err := fmt.Errorf("held drained on the failed release %s for inspection (rollout.onFailure: halt); the next revision rolls out from here", short(e.To))
+		n.log.Warn("a failed change is held", "rev", short(e.To), "live", short(cur))
+		n.setStep(ctx, StepFailed, e.To, err)
+		return nil
+	}
 	n.log.Warn("the previous agent stopped mid-change; recovering", "step", e.Step, "from", short(e.From), "to", short(e.To), "live", short(cur))
 	switch {
 	case e.Step == StepDraining && cur == e.From:
 		// Nothing switched yet: only re-join the LB.
 		if err := n.undrainAndClear(ctx, e); err != nil {
+			return err
+		}
+		n.setStep(ctx, StepIdle, "", nil)
+		return nil
+	case e.Step == StepUndraining && e.Verified != "" && cur == e.Verified:
+		if err := n.finishRejoin(ctx, e, cur); err != nil {
+			n.setStep(ctx, StepFailed, cur, err)
 			return err
 		}
 		n.setStep(ctx, StepIdle, "", nil)
@@ -613,29 +888,113 @@ func (n *Node) Recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
+		sp, err := spec.ParseRelease(spec.PathIn(n.cfg.RepoDir), data)
 		if err != nil {
 			return err
 		}
 		if err := n.switchAndVerify(ctx, e, e.To, sp); err != nil {
+			if nf := n.nodeFault(ctx, err); nf != nil {
+				n.setStep(ctx, StepFailed, e.To, nf) // the next agent tries again
+				return nf
+			}
 			n.halt(ctx, e.To, err)
 			return err
 		}
-		if err := n.undrainAndClear(ctx, e); err != nil {
+		if err := n.rejoin(ctx, e, e.To); err != nil {
 			return err
 		}
 		n.setStep(ctx, StepIdle, "", nil)
 		return nil
 	default:
-		// Undo: the revision will be tried again by the next sync, from a
-		// node that is whole on its previous release.
-		if err := n.restore(ctx, e); err != nil {
+		// Undo, drained: the revision will be tried again by the next
+		// sync, from a node that is whole on its previous release.
+		if err := n.drainThenRestore(ctx, e, cur); err != nil {
 			n.setStep(ctx, StepFailed, e.To, err)
 			return fmt.Errorf("recover to %s: %w", short(e.From), err)
 		}
 		n.setStep(ctx, StepIdle, "", nil)
 		return nil
 	}
+}
+
+// finishRejoin completes a re-join killed midway: the live release cur
+// (verified before the kill) is brought up as it is, checked, and
+// undrained. If it no longer passes, the node is drained and restored.
+func (n *Node) finishRejoin(ctx context.Context, e *entry, cur string) error {
+	n.setStep(ctx, StepUndraining, cur, nil)
+	err := n.runLive(ctx, cur)
+	if err == nil {
+		err = n.verify(ctx, n.specOrNil(cur))
+	}
+	if err != nil {
+		n.markHealthy(false) // the LB stops sending it requests meanwhile
+		n.log.Warn("the verified release fails after the restart; draining before restoring", "rev", short(cur), "err", err)
+		if e.From == "" || e.From == cur {
+			return fmt.Errorf("release %s: %w", short(cur), err)
+		}
+		return n.drainThenRestore(ctx, e, cur)
+	}
+	return n.undrainAndClear(ctx, e)
+}
+
+// runLive starts what release rev runs (its workers, its nginx config)
+// where it is not running as specified; what is, is left alone.
+func (n *Node) runLive(ctx context.Context, rev string) error {
+	sp := n.specOrNil(rev)
+	if sp == nil {
+		return fmt.Errorf("spec of release %s is unreadable", short(rev))
+	}
+	if err := n.d.Supervisor.Apply(health.WithBudget(ctx, sp.Rollout.HealthTimeout.D()), sp.Workers, n.cfg.LiveDir); err != nil {
+		return fmt.Errorf("workers of %s: %w", short(rev), err)
+	}
+	if err := n.d.Web.Apply(ctx, sp); err != nil {
+		return fmt.Errorf("nginx of %s: %w", short(rev), err)
+	}
+	return nil
+}
+
+// parseSpec parses the drover.yaml of a revision about to be prepared
+// against the node's policy. Releases already on the node are read back
+// with spec.ParseRelease: the policy let them in, and one tightened since
+// must not stop the node re-applying or rolling back to what it served.
+func (n *Node) parseSpec(data []byte) (*spec.Spec, error) {
+	p := spec.DefaultPolicy()
+	if n.cfg.Policy != nil {
+		p = *n.cfg.Policy
+	}
+	return spec.ParseFor(spec.PathIn(n.cfg.RepoDir), data, p)
+}
+
+// specOrNil is the spec of release rev, or nil when it cannot be read.
+func (n *Node) specOrNil(rev string) *spec.Spec {
+	data, err := n.d.Releases.SpecOf(rev)
+	if err != nil {
+		return nil
+	}
+	sp, err := spec.ParseRelease(spec.PathIn(n.cfg.RepoDir), data)
+	if err != nil {
+		return nil
+	}
+	return sp
+}
+
+// drainThenRestore takes the node out of the LB (again: Drain is
+// idempotent) and only then restores e.From: a restore switches the
+// release and restarts workers, which no node in service may see.
+func (n *Node) drainThenRestore(ctx context.Context, e *entry, cur string) error {
+	timeout := spec.DefaultDrainTimeout
+	for _, rev := range []string{cur, e.From} {
+		if sp := n.specOrNil(rev); sp != nil {
+			timeout = sp.Rollout.DrainTimeout.D()
+			break
+		}
+	}
+	n.setStep(ctx, StepDraining, e.From, nil)
+	if err := n.d.Drainer.Drain(ctx, timeout); err != nil {
+		return fmt.Errorf("drain before restoring: %w", err)
+	}
+	e.Drained = true
+	return n.restore(ctx, e)
 }
 
 // ensureLive makes the live release's workers and nginx config run as they
@@ -651,7 +1010,7 @@ func (n *Node) ensureLive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spec.Parse(spec.PathIn(n.cfg.RepoDir), data)
+	sp, err := spec.ParseRelease(spec.PathIn(n.cfg.RepoDir), data)
 	if err != nil {
 		return fmt.Errorf("spec of live release %s: %w", short(cur), err)
 	}
@@ -665,19 +1024,21 @@ func (n *Node) ensureLive(ctx context.Context) error {
 		n.setStep(ctx, StepFailed, cur, err)
 		return fmt.Errorf("nginx of live release %s: %w", short(cur), err)
 	}
+	wasOut := !n.inLB()
 	if err := n.verify(ctx, sp); err != nil {
 		n.setStep(ctx, StepFailed, cur, err)
 		return fmt.Errorf("live release %s: %w", short(cur), err)
 	}
 	// A node found drained without a change in flight (an operator's
 	// drain, or an agent that died between undrain and clearing the
-	// journal) is healthy now: put it back.
+	// journal), or out of the LB (its guard took it out), is healthy now:
+	// put it back, and say so only once the LB has it.
 	if ds, ok := n.d.Drainer.(interface {
 		Drained(context.Context) (bool, error)
 	}); ok {
 		if drained, err := ds.Drained(ctx); err != nil {
 			n.log.Warn("read drain state", "err", err)
-		} else if drained {
+		} else if drained || wasOut {
 			n.setStep(ctx, StepUndraining, cur, nil)
 			if err := n.d.Drainer.Undrain(ctx); err != nil {
 				n.setStep(ctx, StepFailed, cur, err)

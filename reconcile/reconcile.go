@@ -83,6 +83,12 @@ type Drainer interface {
 	Undrain(ctx context.Context) error
 }
 
+// drainReporter is a Drainer that says why its last Drain went on at its
+// bound ("" when it did not); the rollout records it as an event.
+type drainReporter interface {
+	LastDrainIncomplete() string
+}
+
 // Migrator runs a revision's schema migrations exactly once cluster-wide.
 type Migrator interface {
 	// Check loads and checks rev's migration files without touching the
@@ -101,18 +107,4 @@ type Registry interface {
 	Halted(ctx context.Context, rev string) (reason string, halted bool, err error)
 	// Halt marks rev failed for every node.
 	Halt(ctx context.Context, rev, reason string) error
-}
-
-// Status is what a node says about itself.
-type Status struct {
-	Node string `json:"node"`
-	// Rev is the live release.
-	Rev string `json:"rev"`
-	// Target is the revision the node is moving to, if any.
-	Target string    `json:"target,omitempty"`
-	Step   Step      `json:"step"`
-	Error  string    `json:"error,omitempty"`
-	Since  time.Time `json:"since"`
-	// Seen is when the node last checked the repo.
-	Seen time.Time `json:"seen"`
 }

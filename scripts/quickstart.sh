@@ -33,7 +33,8 @@ if [ ! -d "$PGDIR/data" ]; then
 fi
 as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w \
   -o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c port=$PGPORT" start >/dev/null
-echo "postgresql://postgres@/postgres?host=$PGDIR&port=$PGPORT" > "$Q/db.dsn"
+(umask 077; echo "postgresql://postgres@/postgres?host=$PGDIR&port=$PGPORT" > "$Q/db.dsn")  # drover refuses a secret others can read
+chmod 600 "$Q/db.dsn"
 
 agent=""
 stop() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the programs drover drives and its tests
 # start: nginx, git, redis-server, haproxy, PostgreSQL, systemd-container,
-# iproute2, socat, curl, openssl, Node.js. Does nothing when all are present. Needs root (or
+# iproute2, socat, curl, openssl, pgbouncer, lintian, Node.js, gnupg, ssh-keygen. Does nothing when all are
+# present. Needs root (or
 # sudo) only when something is missing.
 set -euo pipefail
 
@@ -18,9 +19,16 @@ have socat || need+=(socat)
 have curl || need+=(curl)
 have openssl || need+=(openssl)
 have rsync || need+=(rsync)      # the reference in the release-store benchmark
-have pgbouncer || need+=(pgbouncer)  # the migration tests refuse transaction pooling through it
+have pgbouncer || need+=(pgbouncer)  # the migration and doctor tests refuse transaction pooling through it
+have lintian || need+=(lintian)      # the release test checks the .deb packages with it
+# The signature tests sign commits with real OpenPGP and SSH keys.
+have gpg || need+=(gnupg)
+have gpg-agent || need+=(gpg-agent)
+have ssh-keygen || need+=(openssh-client)
 # The example platform's workers and the tests' workers are Node.js programs.
 have node || need+=(nodejs)
+# units' tests hold the rendered worker units to `systemd-analyze security`.
+have systemd-analyze || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -1,8 +1,10 @@
 package spec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strconv"
@@ -86,7 +88,10 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // MarshalText writes the duration as Go's time.Duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType = reflect.TypeFor[Duration]()
+	percentType  = reflect.TypeFor[Percent]()
+)
 
 // decoder walks a yaml.Node tree into a Go value, collecting every error with
 // its position and field path instead of stopping at the first, and recording
@@ -117,6 +122,9 @@ func joinPath(parent, field string) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if !d.checkTag(n, path) {
+		return
+	}
 	if n.Kind == yaml.AliasNode {
 		d.fail(n, path, "YAML aliases are not allowed")
 		return
@@ -141,6 +149,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(int64(dur))
+	case t == percentType:
+		if !d.scalar(n, path, "a percentage such as 1%") {
+			return
+		}
+		p, err := parsePercent(n.Value)
+		if err != nil {
+			d.fail(n, path, "%v", err)
+			return
+		}
+		v.SetFloat(float64(p))
 	case t.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			v.Set(reflect.New(t.Elem()))
@@ -168,6 +186,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			k, val := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode {
 				d.fail(k, path, "keys must be strings")
+				continue
+			}
+			if !d.checkTag(k, path) {
 				continue
 			}
 			kp := fmt.Sprintf("%s[%s]", path, strconv.Quote(k.Value))
@@ -243,6 +264,8 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		switch {
 		case k.Kind != yaml.ScalarNode:
 			d.fail(k, path, "keys must be strings")
+			continue
+		case !d.checkTag(k, fp):
 			continue
 		case !ok:
 			d.fail(k, fp, "unknown field%s", suggest(k.Value, names))
@@ -331,13 +354,31 @@ func mergeErrors(decodeErrs, validateErrs Errors) Errors {
 // positions are nil when the file is not YAML at all.
 func decodeFile(file string, data []byte, out any) (map[string]Pos, Errors) {
 	d := &decoder{file: file, pos: map[string]Pos{}}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(file)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, Errors{yamlSyntaxError(file, err)}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		d.fail(nil, "", "the file is empty")
 		return nil, d.errs
+	}
+	// A second document would be dropped unread: refuse it rather than
+	// apply half of what the file says.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		p := &next
+		if len(next.Content) > 0 {
+			p = next.Content[0]
+		}
+		d.fail(p, "", "a second YAML document (after ---) is not allowed: drover reads one document per file")
+		return nil, d.errs
+	case !errors.Is(err, io.EOF):
+		return nil, Errors{yamlSyntaxError(file, err)}
 	}
 	d.decode(doc.Content[0], reflect.ValueOf(out).Elem(), "")
 	return d.pos, d.errs

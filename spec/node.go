@@ -40,6 +40,75 @@ type Node struct {
 	// refused on this node.
 	Database *Database `yaml:"database" json:"database,omitempty"`
 	Log      Log       `yaml:"log" json:"log"`
+	// Guard watches the live release between rollouts.
+	Guard Guard `yaml:"guard" json:"guard"`
+	// Secrets decrypts workers' secretEnv files; absent: a spec with
+	// secretEnv is refused on this node.
+	Secrets *NodeSecrets `yaml:"secrets" json:"secrets,omitempty"`
+	// History is the cluster's durable record of revisions (drover history).
+	History History `yaml:"history" json:"history"`
+	// Metrics serves Prometheus metrics; absent: off.
+	Metrics *Metrics `yaml:"metrics" json:"metrics,omitempty"`
+	// Notify tells people about rollouts, halts and pins; absent: nobody.
+	Notify *Notify `yaml:"notify" json:"notify,omitempty"`
+	// Policy is what a spec may ask of this node (see Policy); absent:
+	// DefaultPolicy.
+	Policy Policy `yaml:"policy" json:"policy"`
+}
+
+// Notify is where notifications go. Every node of a cluster should say
+// the same: whichever node sees an event first sends it, once.
+type Notify struct {
+	// Webhooks get the event as JSON (format json, the default) or as a
+	// Slack-compatible {"text": …} (format slack).
+	Webhooks []NotifyWebhook `yaml:"webhooks" json:"webhooks,omitempty"`
+	Email    *NotifyEmail    `yaml:"email" json:"email,omitempty"`
+	// Timeout bounds each try of each receiver (default 5s).
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+}
+
+// NotifyWebhook is one HTTP receiver. Its URL often holds a secret (Slack's
+// does): URLFile reads it from a file instead.
+type NotifyWebhook struct {
+	URL     string `yaml:"url" json:"url,omitempty"`
+	URLFile string `yaml:"urlFile" json:"urlFile,omitempty"`
+	Format  string `yaml:"format" json:"format,omitempty"`
+}
+
+// NotifyEmail mails through the local sendmail (postfix's, or any
+// sendmail-compatible program).
+type NotifyEmail struct {
+	Sendmail string   `yaml:"sendmail" json:"sendmail"`
+	From     string   `yaml:"from" json:"from"`
+	To       []string `yaml:"to" json:"to"`
+}
+
+// History says how many revisions the history keeps (in Redis, or in the
+// state dir without a cluster); every node should say the same.
+type History struct {
+	Keep int `yaml:"keep" json:"keep"`
+}
+
+// Metrics is the node-local Prometheus endpoint (GET /metrics).
+type Metrics struct {
+	// Listen is host:port; keep it on loopback (or a private address the
+	// scraper reaches): the metrics name revisions and nodes.
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// Guard is the steady-state guard: between rollouts the agent runs the live
+// release's checks every Interval; after UnhealthyAfter failed rounds in a
+// row the node takes itself out of the LB (within the capacity rule), and
+// after HealthyAfter good rounds in a row it comes back. A worker instance
+// that fails its check for RestartAfter is restarted.
+type Guard struct {
+	// Disabled turns the guard off: the health endpoint then says what the
+	// last rollout verified, as before the guard existed.
+	Disabled       bool     `yaml:"disabled" json:"disabled,omitempty"`
+	Interval       Duration `yaml:"interval" json:"interval"`
+	UnhealthyAfter int      `yaml:"unhealthyAfter" json:"unhealthyAfter"`
+	HealthyAfter   int      `yaml:"healthyAfter" json:"healthyAfter"`
+	RestartAfter   Duration `yaml:"restartAfter" json:"restartAfter"`
 }
 
 // Cluster is the Redis the nodes coordinate through: one server, several
@@ -138,6 +207,8 @@ type Repo struct {
 	// HTTPS: a file holding a token, sent as the password of TokenUser.
 	TokenFile string `yaml:"tokenFile" json:"tokenFile,omitempty"`
 	TokenUser string `yaml:"tokenUser" json:"tokenUser,omitempty"`
+	// Verify requires signed revisions; absent: the git server is trusted.
+	Verify *RepoVerify `yaml:"verify" json:"verify,omitempty"`
 }
 
 // NodeNginx says how to drive this node's nginx. drover owns the whole main
@@ -168,6 +239,12 @@ type NodeNginx struct {
 	// which the drain step reads to wait for in-flight requests. Default
 	// 127.0.0.1:8099 when an lb driver is set.
 	StatusListen string `yaml:"statusListen" json:"statusListen,omitempty"`
+	// RevisionHeader adds X-Drover-Revision (the live revision's commit
+	// id) and X-Drover-Node (this node's name) to every answer of every
+	// site and route, so that a client can tell which release of which
+	// node answered it (the e2e lab checks every answer this way). Off by
+	// default: it tells the world what is deployed.
+	RevisionHeader bool `yaml:"revisionHeader" json:"revisionHeader,omitempty"`
 }
 
 // NodeTLS is this node's certificate; SelfSigned makes drover generate one
@@ -200,7 +277,10 @@ func defaultNode() Node {
 			Driver:      "none",
 			HealthCheck: LBHealthCheck{Interval: Duration(10 * time.Second), UnhealthyThreshold: 3, HealthyThreshold: 2},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:     Log{Level: "info", Format: "text"},
+		Guard:   Guard{Interval: Duration(2 * time.Second), UnhealthyAfter: 3, HealthyAfter: 3, RestartAfter: Duration(30 * time.Second)},
+		History: History{Keep: 500},
+		Policy:  DefaultPolicy(),
 	}
 }
 
@@ -222,6 +302,7 @@ func ParseNode(file string, data []byte, baseDir string) (*Node, error) {
 	n.applyDefaults()
 	v := &validator{file: file, pos: pos}
 	v.node(&n)
+	v.policySection(&n.Policy, absStateDir(n.StateDir, baseDir))
 	if errs = mergeErrors(errs, v.errs); len(errs) > 0 {
 		return nil, errs
 	}
@@ -229,9 +310,10 @@ func ParseNode(file string, data []byte, baseDir string) (*Node, error) {
 	return &n, nil
 }
 
-// LoadNode reads and parses a node.yaml file.
+// LoadNode reads and parses a node.yaml file, and refuses its secret files
+// when their group or others can read them (CheckSecretFiles).
 func LoadNode(path string) (*Node, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFileLimited(path)
 	if err != nil {
 		return nil, fmt.Errorf("read node config: %w", err)
 	}
@@ -239,7 +321,14 @@ func LoadNode(path string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseNode(path, data, filepath.Dir(abs))
+	n, err := ParseNode(path, data, filepath.Dir(abs))
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSecretFiles(path, n); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 // applyDefaults fills the optional sections that the file wrote.
@@ -258,6 +347,19 @@ func (n *Node) applyDefaults() {
 	if w := n.Webhook; w != nil && w.Path == "" {
 		w.Path = "/_drover/webhook"
 	}
+	if nt := n.Notify; nt != nil {
+		if nt.Timeout == 0 {
+			nt.Timeout = Duration(5 * time.Second)
+		}
+		for i := range nt.Webhooks {
+			if nt.Webhooks[i].Format == "" {
+				nt.Webhooks[i].Format = "json"
+			}
+		}
+		if e := nt.Email; e != nil && e.Sendmail == "" {
+			e.Sendmail = "/usr/sbin/sendmail"
+		}
+	}
 	if n.LB.Driver != "none" && n.Nginx.StatusListen == "" {
 		n.Nginx.StatusListen = "127.0.0.1:8099"
 	}
@@ -273,6 +375,13 @@ func (n *Node) resolvePaths(base string) {
 	abs(&n.Repo.SSHKeyFile)
 	abs(&n.Repo.KnownHostsFile)
 	abs(&n.Repo.TokenFile)
+	if rv := n.Repo.Verify; rv != nil {
+		abs(&rv.OpenPGPKeyring)
+		abs(&rv.SSHAllowedSigners)
+	}
+	if n.Secrets != nil {
+		abs(&n.Secrets.IdentityFile)
+	}
 	abs(&n.Nginx.Config)
 	abs(&n.Nginx.Prefix)
 	abs(&n.Nginx.PIDFile)
@@ -292,6 +401,11 @@ func (n *Node) resolvePaths(base string) {
 	abs(&n.LB.DigitalOcean.TokenFile)
 	if n.Database != nil {
 		abs(&n.Database.DSNFile)
+	}
+	if nt := n.Notify; nt != nil {
+		for i := range nt.Webhooks {
+			abs(&nt.Webhooks[i].URLFile)
+		}
 	}
 	if n.Nginx.TLS != nil {
 		abs(&n.Nginx.TLS.Certificate)

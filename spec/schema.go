@@ -22,6 +22,9 @@ func schemaOf(t reflect.Type) map[string]any {
 	if t == durationType {
 		return map[string]any{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`}
 	}
+	if t == percentType {
+		return map[string]any{"type": "string", "pattern": `^-?[0-9]+(\.[0-9]+)?%$`}
+	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		return schemaOf(t.Elem())

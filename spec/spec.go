@@ -25,6 +25,12 @@ type Spec struct {
 	Workers    []Worker    `yaml:"workers" json:"workers,omitempty"`
 	Nginx      Nginx       `yaml:"nginx" json:"nginx"`
 	Migrations *Migrations `yaml:"migrations" json:"migrations,omitempty"`
+	// Health holds the node's extra checks (a database, a dependency).
+	Health *HealthChecks `yaml:"health" json:"health,omitempty"`
+
+	// pos is where each field was written, for the errors of checks made
+	// after Parse (CheckTree).
+	pos map[string]Pos
 }
 
 // Rollout is the policy for moving the cluster to a new revision.
@@ -43,7 +49,29 @@ type Rollout struct {
 	// OnFailure is "rollback" (switch back to the previous release) or
 	// "halt" (stay drained on the failed release for inspection).
 	OnFailure string `yaml:"onFailure" json:"onFailure"`
+	// Canary holds the rollout after the first node for a judgement of its
+	// real traffic; nil (absent) is no canary. See canary.go.
+	Canary *Canary `yaml:"canary" json:"canary,omitempty"`
+	// Handover is how a node moves its workers to a new release: "overlap"
+	// (before the drain, the new release's instances start on the worker's
+	// other port range and must be healthy; the drained window only flips
+	// nginx's upstreams; the old instances stop after the node is back in
+	// the LB), "restart" (in the drained window, each instance restarted in
+	// place on its port: what a memory-tight node wants), or "auto", the
+	// default: overlap, unless the node lacks the memory to run both
+	// ranges, a second range collides with another port, or something
+	// already listens on it; then restart for that rollout, with an event
+	// saying why (see package reconcile). With overlap named, the second
+	// ranges are validated and must be free.
+	Handover string `yaml:"handover" json:"handover,omitempty"`
 }
+
+// Handover kinds, as rollout.handover names them.
+const (
+	HandoverRestart = "restart"
+	HandoverOverlap = "overlap"
+	HandoverAuto    = "auto"
+)
 
 // Site is a directory of static files served by nginx.
 type Site struct {
@@ -86,16 +114,29 @@ type Worker struct {
 	InstallTimeout Duration `yaml:"installTimeout" json:"installTimeout,omitempty"`
 	// Exec is the argv of one instance. A bare argv[0] ("node") is looked
 	// up in PATH; one with a slash ("bin/server") is relative to the bundle.
-	Exec      []string          `yaml:"exec" json:"exec"`
-	Instances int               `yaml:"instances" json:"instances"`
-	Port      int               `yaml:"port" json:"port"`
-	Env       map[string]string `yaml:"env" json:"env,omitempty"`
+	Exec      []string `yaml:"exec" json:"exec"`
+	Instances int      `yaml:"instances" json:"instances"`
+	Port      int      `yaml:"port" json:"port"`
+	// AltPort starts the worker's second port range, used with
+	// rollout.handover: overlap: a release's instances run on Port..
+	// or AltPort.., the new release on the range the live one does not
+	// use. Default Port+Instances (the range right above).
+	AltPort int               `yaml:"altPort" json:"altPort,omitempty"`
+	Env     map[string]string `yaml:"env" json:"env,omitempty"`
 	// EnvironmentFile is a node-local file of secrets (KEY=value lines).
 	EnvironmentFile string   `yaml:"environmentFile" json:"environmentFile,omitempty"`
 	User            string   `yaml:"user" json:"user,omitempty"`
 	DataDirs        []string `yaml:"dataDirs" json:"dataDirs,omitempty"`
 	Health          Health   `yaml:"health" json:"health"`
 	Routes          []Route  `yaml:"routes" json:"routes,omitempty"`
+	// MemoryMax and TasksMax bound the worker's each instance (systemd's
+	// MemoryMax= and TasksMax=); empty or 0 is drover's default (see
+	// package units).
+	MemoryMax string `yaml:"memoryMax" json:"memoryMax,omitempty"`
+	TasksMax  int    `yaml:"tasksMax" json:"tasksMax,omitempty"`
+	// SecretEnv is an age-encrypted environment file in the repo (see
+	// package secrets), decrypted by each node into the release.
+	SecretEnv string `yaml:"secretEnv" json:"secretEnv,omitempty"`
 }
 
 // Health is the HTTP check of each instance of a worker: GET Path on the
@@ -166,6 +207,7 @@ func defaultSpec() Spec {
 			Soak:             Duration(DefaultSoak),
 			ProgressDeadline: Duration(DefaultProgressDeadline),
 			OnFailure:        "rollback",
+			Handover:         HandoverAuto,
 		},
 		Nginx: Nginx{HealthPort: 80, HTTPSPort: 443, HealthPath: "/healthz"},
 	}
@@ -179,6 +221,9 @@ func (s *Spec) applyDefaults(pos map[string]Pos) {
 		w := &s.Workers[i]
 		if _, set := pos[fmt.Sprintf("workers[%d].instances", i)]; !set {
 			w.Instances = 1
+		}
+		if _, set := pos[fmt.Sprintf("workers[%d].altPort", i)]; !set {
+			w.AltPort = w.Port + w.Instances
 		}
 		if w.InstallTimeout == 0 {
 			w.InstallTimeout = Duration(DefaultInstallTimeout)
@@ -227,20 +272,49 @@ func (s *Spec) applyDefaults(pos map[string]Pos) {
 	}
 }
 
-// Parse decodes and validates drover.yaml. file is the name used in errors.
-// The error, if any, is an Errors listing every problem.
+// Parse decodes and validates drover.yaml against DefaultPolicy, for callers
+// without a node.yaml. file is the name used in errors. The error, if any,
+// is an Errors listing every problem.
 func Parse(file string, data []byte) (*Spec, error) {
+	return ParseFor(file, data, DefaultPolicy())
+}
+
+// ParseFor decodes and validates drover.yaml against a node's policy (its
+// node.yaml's policy section): a spec outside it is refused like any other
+// invalid spec, each breach with its field and line.
+func ParseFor(file string, data []byte, policy Policy) (*Spec, error) {
+	return parse(&validator{file: file, nodePolicy: policy}, data)
+}
+
+// ParseRelease decodes and validates the drover.yaml of a release this
+// node already prepared, which its policy let in then (ParseFor, before
+// prepare): every rule applies but the node policy's own settings (root,
+// data dir and environment file prefixes, artifact schemes besides https
+// and http, the node's forbidden env keys), so that a policy tightened
+// since never stops the node re-applying or rolling back to what it
+// served. A push still meets the policy before it is prepared; a worker
+// that now asks for root is still refused by the supervisors unless the
+// node allows root (units.Config.AllowRoot).
+func ParseRelease(file string, data []byte) (*Spec, error) {
+	return parse(&validator{file: file, released: true}, data)
+}
+
+func parse(v *validator, data []byte) (*Spec, error) {
+	file := v.file
 	s := defaultSpec()
 	pos, errs := decodeFile(file, data, &s)
 	if pos == nil {
 		return nil, errs
 	}
 	s.applyDefaults(pos)
-	v := &validator{file: file, pos: pos}
+	s.applyCanaryDefaults(pos)
+	s.applyCheckDefaults()
+	v.pos = pos
 	v.spec(&s)
 	if errs = mergeErrors(errs, v.errs); len(errs) > 0 {
 		return nil, errs
 	}
+	s.pos = pos
 	return &s, nil
 }
 
@@ -260,4 +334,22 @@ func (w *Worker) InstancePorts() []int {
 		ports[i] = w.Port + i
 	}
 	return ports
+}
+
+// AltPorts returns the port of each instance of w in its second range
+// (AltPort..), in order.
+func (w *Worker) AltPorts() []int {
+	ports := make([]int, w.Instances)
+	for i := range ports {
+		ports[i] = w.AltPort + i
+	}
+	return ports
+}
+
+// OnAlt returns w with its instances on its second range: Port is AltPort
+// and AltPort is Port, so InstancePorts names the second range and
+// OnAlt(OnAlt(w)) is w. Supervisors and nginx see an ordinary worker.
+func (w Worker) OnAlt() Worker {
+	w.Port, w.AltPort = w.AltPort, w.Port
+	return w
 }

@@ -31,7 +31,7 @@ func CheckLink(name, target string) error {
 func CheckTree(specFile string, s *Spec, fsys fs.FS) error {
 	var errs Errors
 	add := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{File: specFile, Field: field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &FieldError{File: specFile, Pos: s.posOf(field), Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	dir := func(field, p string) {
 		if err := checkDirPath(fsys, p); err != nil {
@@ -51,6 +51,11 @@ func CheckTree(specFile string, s *Spec, fsys fs.FS) error {
 			}
 			return CheckLink(name, target)
 		})
+		if err == nil {
+			// Lexically fine is not enough: resolve every link as the
+			// kernel would, inside the source (see CheckLinks).
+			err = CheckLinks(fsys, p)
+		}
 		if err != nil {
 			add(field, "%v", err)
 		}
@@ -71,7 +76,7 @@ func CheckTree(specFile string, s *Spec, fsys fs.FS) error {
 		}
 	}
 	if len(errs) > 0 {
-		return errs
+		return errs.sorted()
 	}
 	return nil
 }

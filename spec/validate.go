@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -17,6 +18,11 @@ type validator struct {
 	file string
 	pos  map[string]Pos
 	errs Errors
+	// nodePolicy is what a spec may ask of the node (policy.go).
+	nodePolicy Policy
+	// released: the spec is read back from a release (ParseRelease), and
+	// the node policy's own settings are not checked again.
+	released bool
 }
 
 func (v *validator) fail(field, format string, args ...any) {
@@ -148,6 +154,7 @@ func (v *validator) spec(s *Spec) {
 	}
 	v.rollout(&s.Rollout)
 	v.nginx(&s.Nginx)
+	v.extraChecks(s.Health)
 
 	siteNames := map[string]string{}
 	hostOwner := map[string]string{} // server name -> site field that serves it
@@ -215,6 +222,7 @@ func (v *validator) spec(s *Spec) {
 			}
 		}
 	}
+	v.altPorts(s)
 	if s.Migrations != nil {
 		v.check("migrations.dir", checkRepoPath(s.Migrations.Dir))
 	}
@@ -238,6 +246,10 @@ func (v *validator) rollout(r *Rollout) {
 	}
 	if r.OnFailure != "rollback" && r.OnFailure != "halt" {
 		v.fail("rollout.onFailure", "%q is not rollback or halt", r.OnFailure)
+	}
+	v.canary(r.Canary)
+	if r.Handover != HandoverAuto && r.Handover != HandoverRestart && r.Handover != HandoverOverlap {
+		v.fail("rollout.handover", "%q is not auto, overlap or restart", r.Handover)
 	}
 }
 
@@ -273,11 +285,14 @@ func (v *validator) source(f, src string, a *Artifact) {
 		v.fail(f+".artifact", "give either source or artifact, not both")
 	case src != "":
 		v.check(f+".source", checkRepoPath(src))
-	default:
-		u, err := url.Parse(a.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
-			v.fail(f+".artifact.url", "%q is not an https://, http:// or file:// URL", a.URL)
+		if wholeRepo(src) {
+			v.fail(f+".source", "%q is the whole config directory (.git, migrations, node secrets' names and all); put the site's or worker's files in a directory of their own", src)
 		}
+	default:
+		// The node policy's schemes (https only by default): file:// would
+		// read the node's own files, such as /etc/drover/*, into a release
+		// nginx serves.
+		v.artifactURL(f+".artifact.url", a.URL)
 		if !sha256RE.MatchString(a.SHA256) {
 			v.fail(f+".artifact.sha256", "%q is not 64 lowercase hex digits", a.SHA256)
 		}
@@ -351,12 +366,16 @@ func (v *validator) worker(f string, w *Worker) {
 	if w.EnvironmentFile != "" {
 		v.check(f+".environmentFile", checkAbsPath(w.EnvironmentFile))
 	}
+	if w.SecretEnv != "" {
+		v.check(f+".secretEnv", checkRepoPath(w.SecretEnv))
+	}
 	if w.User != "" && !userRE.MatchString(w.User) {
 		v.fail(f+".user", "%q is not a user name", w.User)
 	}
 	for j, d := range w.DataDirs {
 		v.check(fmt.Sprintf("%s.dataDirs[%d]", f, j), checkAbsPath(d))
 	}
+	v.policy(f, w)
 	if w.Health.Path == "" {
 		v.fail(f+".health.path", "is required: the path each instance answers when healthy, e.g. /healthz")
 	} else if !urlPathRE.MatchString(w.Health.Path) {
@@ -451,9 +470,21 @@ func (v *validator) node(n *Node) {
 	for i, inc := range ng.Includes {
 		v.check(fmt.Sprintf("nginx.includes[%d]", i), checkText(inc, nginxUnsafe+";{}"))
 	}
+	v.repoVerify(r.Verify)
+	v.nodeSecrets(n.Secrets)
 	v.cluster(n.Cluster)
 	v.webhook(n.Webhook)
 	v.lb(&n.LB)
+	v.guard(&n.Guard)
+	if n.History.Keep < 1 || n.History.Keep > 100000 {
+		v.fail("history.keep", "%d is not between 1 and 100000", n.History.Keep)
+	}
+	v.notify(n.Notify)
+	if m := n.Metrics; m != nil {
+		if _, port, err := net.SplitHostPort(m.Listen); err != nil || port == "" {
+			v.fail("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9469)", m.Listen)
+		}
+	}
 	if n.Database != nil && n.Database.DSNFile == "" {
 		v.fail("database.dsnFile", "is required: a file holding the PostgreSQL URL")
 	}
@@ -597,5 +628,60 @@ func (v *validator) lb(l *LB) {
 		}
 	default:
 		v.fail("lb.driver", "%q is not none, healthcheck, haproxy or digitalocean", l.Driver)
+	}
+}
+
+func (v *validator) guard(g *Guard) {
+	if g.Disabled {
+		return
+	}
+	if g.Interval.D() < 100*time.Millisecond || g.Interval.D() > 10*time.Minute {
+		v.fail("guard.interval", "%s is not between 100ms and 10m", g.Interval)
+	}
+	for _, c := range []struct {
+		field string
+		n     int
+	}{{"guard.unhealthyAfter", g.UnhealthyAfter}, {"guard.healthyAfter", g.HealthyAfter}} {
+		if c.n < 1 || c.n > 100 {
+			v.fail(c.field, "%d is not between 1 and 100", c.n)
+		}
+	}
+	if g.RestartAfter.D() < g.Interval.D() {
+		v.fail("guard.restartAfter", "%s is shorter than guard.interval (%s)", g.RestartAfter, g.Interval)
+	}
+}
+
+func (v *validator) notify(nt *Notify) {
+	if nt == nil {
+		return
+	}
+	if len(nt.Webhooks) == 0 && nt.Email == nil {
+		v.fail("notify", "names no receiver: add webhooks or email")
+	}
+	for i, w := range nt.Webhooks {
+		f := fmt.Sprintf("notify.webhooks[%d]", i)
+		switch {
+		case (w.URL == "") == (w.URLFile == ""):
+			v.fail(f, "set one of url or urlFile")
+		case w.URL != "" && !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://"):
+			v.fail(f+".url", "%q is not an http(s) URL", w.URL)
+		}
+		if w.Format != "json" && w.Format != "slack" {
+			v.fail(f+".format", "%q is not json or slack", w.Format)
+		}
+	}
+	if e := nt.Email; e != nil {
+		if len(e.To) == 0 {
+			v.fail("notify.email.to", "is required: who gets the mail")
+		}
+		if e.From == "" {
+			v.fail("notify.email.from", "is required")
+		}
+		if !filepath.IsAbs(e.Sendmail) {
+			v.fail("notify.email.sendmail", "%q is not an absolute path", e.Sendmail)
+		}
+	}
+	if d := nt.Timeout.D(); d < 100*time.Millisecond || d > 5*time.Minute {
+		v.fail("notify.timeout", "%s is not between 100ms and 5m", nt.Timeout)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/health"
+	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/secrets"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -127,6 +129,16 @@ func (e *Exec) setProc(name string, p *proc) {
 
 // Apply brings the instances to exactly workers; see the package doc.
 func (e *Exec) Apply(ctx context.Context, workers []spec.Worker, liveDir string) error {
+	return e.apply(ctx, workers, liveDir, false)
+}
+
+// Start brings up workers' instances as Apply does, but stops nothing
+// else (see the package doc: the overlap handover).
+func (e *Exec) Start(ctx context.Context, workers []spec.Worker, liveDir string) error {
+	return e.apply(ctx, workers, liveDir, true)
+}
+
+func (e *Exec) apply(ctx context.Context, workers []spec.Worker, liveDir string, additive bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -134,6 +146,12 @@ func (e *Exec) Apply(ctx context.Context, workers []spec.Worker, liveDir string)
 	}
 	if err := checkWorkers(workers); err != nil {
 		return err
+	}
+	// A user it cannot honour refuses the whole Apply before any change.
+	for i := range workers {
+		if _, err := execCredential(&workers[i], e.cfg.AllowRoot); err != nil {
+			return err
+		}
 	}
 	wanted := map[string]bool{}
 	ports := map[int]bool{}
@@ -149,6 +167,9 @@ func (e *Exec) Apply(ctx context.Context, workers []spec.Worker, liveDir string)
 		}
 	}
 	release := liveRelease("", liveDir)
+	if additive {
+		return e.startAll(ctx, workers, liveDir, release)
+	}
 	for i := range workers {
 		w := &workers[i]
 		files := bundleID(releaseBundle("", release, w.Name))
@@ -172,7 +193,7 @@ func (e *Exec) Apply(ctx context.Context, workers []spec.Worker, liveDir string)
 }
 
 func (e *Exec) remove(name string) {
-	p := e.procs[name]
+	p := e.proc(name)
 	p.stop()
 	<-p.done
 	e.setProc(name, nil)
@@ -192,10 +213,21 @@ func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, fi
 	}
 	env = append(env, "PORT="+strconv.Itoa(port))
 	env = append(env, readEnvFile(w.EnvironmentFile)...)
-	fp := fingerprint(strings.Join(argv, "\x00"), strings.Join(env, "\x00"), bundle, files)
+	if w.SecretEnv != "" {
+		secret, err := secrets.ReadEnvFile(layout.SecretsEnvFile(liveDir, w.Name))
+		if err != nil {
+			return fmt.Errorf("worker %s: secret env: %w", w.Name, err)
+		}
+		env = append(env, secret...)
+	}
+	cred, err := execCredential(w, e.cfg.AllowRoot)
+	if err != nil {
+		return err
+	}
+	fp := fingerprint(strings.Join(argv, "\x00")+"\x00user="+w.User, strings.Join(env, "\x00"), bundle, files)
 	check := e.cfg.healthCheck(w, port)
 
-	if p := e.procs[name]; p != nil {
+	if p := e.proc(name); p != nil {
 		switch {
 		case p.fp != fp || !p.up():
 		case !present("", p.release, w.Name):
@@ -215,7 +247,7 @@ func (e *Exec) ensure(ctx context.Context, w *spec.Worker, port int, liveDir, fi
 		e.remove(name)
 	}
 	p := &proc{
-		cfg: &e.cfg, worker: w.Name, port: port, fp: fp, argv: argv, dir: bundle, env: env,
+		cfg: &e.cfg, worker: w.Name, port: port, fp: fp, argv: argv, dir: bundle, env: env, cred: cred,
 		// The process resolves dir through the symlink when it starts.
 		release: liveRelease("", liveDir),
 		log:     e.cfg.Log.With("worker", w.Name, "port", port),
@@ -261,6 +293,7 @@ type proc struct {
 	argv   []string
 	dir    string
 	env    []string
+	cred   *syscall.Credential // nil: the agent's own user
 	// release is the directory the live symlink pointed at when the
 	// instance was first started.
 	release string
@@ -335,7 +368,7 @@ func (p *proc) runOnce(first bool) error {
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
 	cmd.Dir, cmd.Env = p.dir, p.env
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	cmd.WaitDelay = time.Second // a grandchild holding the output open
 	err := cmd.Start()
 	p.mu.Lock()

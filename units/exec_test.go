@@ -187,3 +187,10 @@ func TestExecEnvironmentFile(t *testing.T) {
 		t.Fatalf("env after adding the file: SECRET=%q OTHER=%q PORT=%q", in.Env["SECRET"], in.Env["OTHER"], in.Env["PORT"])
 	}
 }
+
+func TestExecOverlap(t *testing.T) {
+	overlapContract(t, func(t *testing.T) *world {
+		w, _ := execWorld(t, ExecConfig{})
+		return w
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -55,8 +56,10 @@ func TargetName(worker string) string { return "drover-" + worker + ".target" }
 //     becomes a StateDirectory= (created and owned for that user by systemd,
 //     persistent), any other data dir is only made writable (ReadWritePaths=)
 //     and must already be writable by the worker.
-//   - Hardening: NoNewPrivileges, ProtectSystem=strict (the data dirs
-//     excepted), ProtectHome, PrivateTmp.
+//   - Hardening (hardening.go): no capabilities, a system-service syscall
+//     filter, only its own bundle of the state dir, no /etc/drover, no
+//     cloud metadata address, MemoryMax and TasksMax (spec defaults or the
+//     worker's own); ProtectSystem=strict with the data dirs excepted.
 //   - Restart=on-failure after 1s; output goes to the journal as
 //     drover-<worker>.
 func Render(w spec.Worker, liveDir string) (map[string][]byte, error) {
@@ -69,7 +72,7 @@ func Render(w spec.Worker, liveDir string) (map[string][]byte, error) {
 	if err := checkText("live dir", liveDir); err != nil {
 		return nil, fmt.Errorf("worker %s: %w", w.Name, err)
 	}
-	bundle := path.Join(liveDir, "workers", w.Name)
+	bundle := layout.WorkerDir(liveDir, w.Name)
 	exe := program(w.Exec[0], bundle)
 	if strings.ContainsAny(exe, "\"'\\") {
 		return nil, fmt.Errorf("worker %s: exec[0] %q contains a quote or backslash, which systemd refuses in an executable path", w.Name, w.Exec[0])
@@ -112,6 +115,10 @@ func Render(w spec.Worker, liveDir string) (map[string][]byte, error) {
 		}
 		b.WriteString("EnvironmentFile=-" + escapeSpecifiers(w.EnvironmentFile) + "\n")
 	}
+	if w.SecretEnv != "" {
+		// Decrypted into the release by prepare; required (no '-').
+		b.WriteString("EnvironmentFile=" + escapeSpecifiers(layout.SecretsEnvFile(liveDir, w.Name)) + "\n")
+	}
 	var stateDirs, rwPaths []string
 	for _, d := range w.DataDirs {
 		if err := checkPath("dataDir", d); err != nil {
@@ -137,7 +144,9 @@ func Render(w spec.Worker, liveDir string) (map[string][]byte, error) {
 	b.WriteString("Restart=on-failure\nRestartSec=" + restartSec + "\n")
 	b.WriteString("TimeoutStopSec=" + timeoutStopSec + "\nKillMode=mixed\n")
 	b.WriteString("SyslogIdentifier=drover-" + w.Name + "\n")
-	b.WriteString("NoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n")
+	if err := hardening(&b, w, liveDir); err != nil {
+		return nil, err
+	}
 	if len(rwPaths) > 0 {
 		b.WriteString("ReadWritePaths=" + strings.Join(rwPaths, " ") + "\n")
 	}

@@ -38,15 +38,16 @@ func TestRenderGolden(t *testing.T) {
 	withUser.Instances = 1
 	withUser.Port = 4000
 	withUser.User = "jobs"
-	withUser.EnvironmentFile = "/etc/drover/jobs.env"
-	withUser.DataDirs = []string{"/var/lib/jobs", "/srv/uploads"}
+	withUser.EnvironmentFile = "/etc/drover/env/jobs/jobs.env"
+	withUser.DataDirs = []string{"/var/lib/drover-data/jobs", "/var/lib/drover-data/jobs/uploads"}
+	withUser.MemoryMax, withUser.TasksMax = "1G", 64
 
 	dynamicData := baseWorker()
 	dynamicData.Name = "cache"
 	dynamicData.Instances = 3
 	dynamicData.Port = 5000
 	dynamicData.Env = nil
-	dynamicData.DataDirs = []string{"/var/lib/cache/blobs", "/srv/shared"}
+	dynamicData.DataDirs = []string{"/var/lib/drover-data/cache/blobs", "/srv/shared"}
 
 	for name, w := range map[string]spec.Worker{"basic": baseWorker(), "hostile": hostile, "user": withUser, "statedir": dynamicData} {
 		t.Run(name, func(t *testing.T) {

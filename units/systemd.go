@@ -1,6 +1,7 @@
 package units
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +45,10 @@ type SystemdConfig struct {
 	// Journal is the command that runs journalctl, to quote a failed
 	// instance's last lines. Default ["journalctl"].
 	Journal []string
+	// Proc is /proc as it shows the node's processes, where Memory reads
+	// an instance's VmRSS when systemd does not count its memory. Default
+	// /proc; a test node's /proc/<its PID 1>/root/proc in tests.
+	Proc string
 }
 
 // Defaults of SystemdConfig.
@@ -69,8 +74,10 @@ const (
 type Systemd struct {
 	cfg SystemdConfig
 
-	mu   sync.Mutex // one Apply at a time
-	conn *sddbus.Conn
+	mu     sync.Mutex // one Apply at a time
+	connMu sync.Mutex // conn, which Start's parallel ensures share
+	conn   *sddbus.Conn
+	saveMu sync.Mutex // one write of StateFile at a time, of the latest records
 
 	// recMu guards records, which ReleasesInUse reads while Apply runs.
 	recMu   sync.Mutex
@@ -84,6 +91,12 @@ type record struct {
 	// Release is the directory the live symlink pointed at when it was
 	// started, as the node sees it: its WorkingDirectory resolved there.
 	Release string `json:"release"`
+	// Invocation is systemd's InvocationID of the run drover started, and
+	// Exposed is true once a Start rewrote the template under the running
+	// instance (handover.go): a run other than Invocation may then run the
+	// other release's unit.
+	Invocation string `json:"invocation,omitempty"`
+	Exposed    bool   `json:"exposed,omitempty"`
 }
 
 // NewSystemd returns a systemd supervisor; it connects on first use.
@@ -98,6 +111,9 @@ func NewSystemd(cfg SystemdConfig) *Systemd {
 	if cfg.StateFile == "" {
 		cfg.StateFile = DefaultStateFile
 	}
+	if cfg.Proc == "" {
+		cfg.Proc = "/proc"
+	}
 	if cfg.Journal == nil {
 		cfg.Journal = []string{"journalctl"}
 	}
@@ -108,6 +124,8 @@ func NewSystemd(cfg SystemdConfig) *Systemd {
 func (s *Systemd) Close(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
 	if s.conn != nil {
 		s.conn.Close()
 		s.conn = nil
@@ -117,6 +135,16 @@ func (s *Systemd) Close(ctx context.Context) error {
 
 // Apply brings the services to exactly workers; see the package doc.
 func (s *Systemd) Apply(ctx context.Context, workers []spec.Worker, liveDir string) error {
+	return s.apply(ctx, workers, liveDir, false)
+}
+
+// Start brings up workers' instances as Apply does, but stops nothing
+// else (see the package doc: the overlap handover).
+func (s *Systemd) Start(ctx context.Context, workers []spec.Worker, liveDir string) error {
+	return s.apply(ctx, workers, liveDir, true)
+}
+
+func (s *Systemd) apply(ctx context.Context, workers []spec.Worker, liveDir string, additive bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := checkWorkers(workers); err != nil {
@@ -124,6 +152,9 @@ func (s *Systemd) Apply(ctx context.Context, workers []spec.Worker, liveDir stri
 	}
 	files := map[string][]byte{}
 	for _, w := range workers {
+		if err := refuseRootUser(s.cfg.Root, &w); err != nil && !s.cfg.AllowRoot {
+			return err
+		}
 		f, err := Render(w, liveDir)
 		if err != nil {
 			return err
@@ -175,10 +206,12 @@ func (s *Systemd) Apply(ctx context.Context, workers []spec.Worker, liveDir stri
 	}
 
 	release := liveRelease(s.cfg.Root, liveDir)
+	if additive {
+		return s.startAll(ctx, workers, files, liveDir, release)
+	}
 	for i := range workers {
 		w := &workers[i]
-		fp := fingerprint(string(files[TemplateName(w.Name)]), fileID(s.cfg.Root, w.EnvironmentFile),
-			bundleID(releaseBundle(s.cfg.Root, release, w.Name)))
+		fp := s.fingerprintOf(files, w, release)
 		for _, port := range w.InstancePorts() {
 			if err := s.ensure(ctx, w, port, fp, liveDir); err != nil {
 				return err
@@ -273,6 +306,8 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 	rec, _ := s.record(unit)
 	switch {
 	case rec.Fingerprint != fp || st.Active != "active" || st.Sub != "running":
+	case rec.Exposed && rec.Invocation != "" && st.Invocation != rec.Invocation:
+		log.Warn("worker instance restarted by systemd after its template was rewritten for another release; restarting it", "invocation", st.Invocation)
 	case !present(s.cfg.Root, rec.Release, w.Name):
 		log.Warn("worker instance unchanged but the release it started in is gone; restarting it", "release", rec.Release)
 	default:
@@ -282,6 +317,13 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 		err := health.Wait(cctx, []health.Check{once})
 		cancel()
 		if err == nil {
+			if rec.Exposed || rec.Invocation == "" {
+				// Its own unit again, and never restarted since; or
+				// recorded by an older drover: this run is the one to
+				// know.
+				rec.Exposed, rec.Invocation = false, cmp.Or(rec.Invocation, st.Invocation)
+				s.setRecord(unit, rec)
+			}
 			return nil
 		}
 		log.Warn("worker instance unchanged but not healthy; restarting it", "err", err)
@@ -328,7 +370,7 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 	if err := s.cfg.settle(ictx, check, start, probe); err != nil {
 		return s.instanceError(w, port, unit, err)
 	}
-	s.setRecord(unit, record{Fingerprint: fp, Release: release})
+	s.setRecord(unit, record{Fingerprint: fp, Release: release, Invocation: base.Invocation})
 	if err := s.saveRecords(); err != nil {
 		return err
 	}
@@ -477,10 +519,42 @@ func (s *Systemd) call(f func(*sddbus.Conn) error) error {
 	if c, err = s.bus(); err != nil {
 		return err
 	}
-	return f(c)
+	if err = f(c); err != nil && !c.Connected() {
+		return &UnreachableError{Socket: s.cfg.Socket, Err: err}
+	}
+	return err
 }
 
+// Ping reports whether systemd answers on its bus now. The agent asks it
+// before blaming a release for a failed switch: a node whose systemd went
+// away (the host shutting down, systemd stopping) fails every release.
+func (s *Systemd) Ping(ctx context.Context) error {
+	return s.call(func(c *sddbus.Conn) error {
+		// The root slice always exists while systemd runs.
+		_, err := c.GetUnitPropertyContext(ctx, "-.slice", "Id")
+		return err
+	})
+}
+
+// UnreachableError says systemd itself could not be reached: a fault of the
+// node, not of the release it was asked to run, so the agent must not halt
+// the revision for the whole cluster because of it.
+type UnreachableError struct {
+	Socket string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("connect to systemd at %s: %v", e.Socket, e.Err)
+}
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// NodeFault marks the error as the node's (reconcile matches the method).
+func (e *UnreachableError) NodeFault() bool { return true }
+
 func (s *Systemd) bus() (*sddbus.Conn, error) {
+	s.connMu.Lock() // Start ensures instances in parallel
+	defer s.connMu.Unlock()
 	if s.conn != nil && s.conn.Connected() {
 		return s.conn, nil
 	}
@@ -490,7 +564,7 @@ func (s *Systemd) bus() (*sddbus.Conn, error) {
 	}
 	c, err := sdbus.Dial(s.cfg.Socket)
 	if err != nil {
-		return nil, fmt.Errorf("connect to systemd at %s: %w", s.cfg.Socket, err)
+		return nil, &UnreachableError{Socket: s.cfg.Socket, Err: err}
 	}
 	s.conn = c
 	return c, nil
@@ -527,6 +601,8 @@ func (s *Systemd) loadRecords() error {
 }
 
 func (s *Systemd) saveRecords() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.recMu.Lock()
 	b, err := json.MarshalIndent(s.records, "", "  ")
 	s.recMu.Unlock()

@@ -2,6 +2,7 @@ package units
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/systemdtest"
+	"github.com/drover-dev/drover/spec"
 )
 
 var _ Supervisor = (*Systemd)(nil)
@@ -21,6 +23,7 @@ func systemdWorld(t *testing.T) (*world, *systemdtest.Node, *Systemd) {
 		Socket:  n.Socket(),
 		Root:    n.Root(),
 		Journal: n.JournalCommand(),
+		Proc:    "/proc/" + strconv.Itoa(n.PID()) + "/root/proc",
 	})
 	t.Cleanup(func() { _ = sup.Close(context.Background()) })
 	w := &world{sup: sup, root: n.Root(), base: "/srv/drover"}
@@ -180,5 +183,81 @@ func TestSystemdErrorExplains(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}
+	}
+}
+
+func TestSystemdOverlap(t *testing.T) {
+	overlapContract(t, func(t *testing.T) *world {
+		w, _, _ := systemdWorld(t)
+		return w
+	})
+}
+
+// TestSystemdOverlapRollbackAfterACrash: an old instance that crashes
+// during an overlap is restarted by systemd from the template Start
+// rewrote (the new release, on its old port); the rollback's Apply finds it
+// on a run it did not start and restarts it on the old release, and leaves
+// the old instance that did not crash alone.
+func TestSystemdOverlapRollbackAfterACrash(t *testing.T) {
+	w, n, sup := systemdWorld(t)
+	port := freePorts(t, 4)
+	api := testWorker("api", port, 2)
+	api.AltPort = port + 2
+	w.bundle(t, "r1", "api", "v1")
+	w.bundle(t, "r2", "api", "v2")
+	w.switchTo(t, "r1")
+	w.mustApply(t, api)
+	kept := mustInfo(t, port+1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sup.Start(ctx, []spec.Worker{api.OnAlt()}, w.releaseDir("r2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Systemctl(ctx, "kill", "--signal=SIGKILL", InstanceName("api", port)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if in, err := getInfo(port); err == nil && in.Version == "v2" {
+			break // the gap: the new release on the old port
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed instance did not come back from the rewritten template")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.mustApply(t, api) // the rollback: current still names r1
+	if in := mustInfo(t, port); in.Version != "v1" || !w.runsIn(t, in, "r1", "api") {
+		t.Fatalf("after the rollback the crashed instance runs %q in %s, want v1 in r1", in.Version, in.Cwd)
+	}
+	if in := mustInfo(t, port+1); in.PID != kept.PID {
+		t.Fatalf("the instance that did not crash was restarted (pid %d -> %d)", kept.PID, in.PID)
+	}
+	for _, p := range api.AltPorts() {
+		if _, err := getInfo(p); err == nil {
+			t.Fatalf("port %d of the new range still answers after the rollback", p)
+		}
+	}
+}
+
+// TestSystemdGoneIsANodeFault: when systemd stops answering (the host shuts
+// down: systemd stops before the agent), the supervisor's errors say so,
+// so the agent does not blame the release for it.
+func TestSystemdGoneIsANodeFault(t *testing.T) {
+	w, n, sup := systemdWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sup.Ping(ctx); err != nil {
+		t.Fatalf("ping a running systemd: %v", err)
+	}
+	n.Kill()
+	var nf interface{ NodeFault() bool }
+	err := sup.Ping(ctx)
+	if !errors.As(err, &nf) || !nf.NodeFault() {
+		t.Fatalf("ping after systemd died: %v, want a node fault", err)
+	}
+	err = sup.Apply(ctx, []spec.Worker{testWorker("api", 39871, 1)}, w.live())
+	if !errors.As(err, &nf) || !strings.Contains(err.Error(), "connect to systemd") {
+		t.Fatalf("apply after systemd died: %v, want a node fault naming systemd", err)
 	}
 }

@@ -46,6 +46,9 @@
 //     are healthy; an instance that is no longer wanted (fewer instances, a
 //     new port) is stopped after its worker's wanted instances are healthy,
 //     or before them when a wanted instance needs its port.
+//   - Start (handover.go) is Apply without any stop, for the overlap
+//     handover: a new release's instances on a worker's second range, from
+//     the release's own directory, beside the live ones.
 //   - A relative argv[0] containing a slash (bin/server, ./server.js) is
 //     resolved in the bundle directory; a bare name (node) is looked up in
 //     PATH; an absolute path is used as is.
@@ -73,6 +76,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/health"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -111,6 +115,10 @@ type Config struct {
 	// HealthHost is the address instance ports are checked on. Default
 	// 127.0.0.1.
 	HealthHost string
+	// AllowRoot lets a worker run as uid 0 when it names such a user: the
+	// node's policy allows it (node.yaml policy.allowRoot). Without it a
+	// uid-0 user is refused under any name.
+	AllowRoot bool
 }
 
 // Defaults of Config.
@@ -239,7 +247,7 @@ func checkWorkers(workers []spec.Worker) error {
 
 // bundleDir is where worker name's files are, through the live symlink.
 func bundleDir(liveDir, name string) string {
-	return filepath.Join(liveDir, "workers", name)
+	return layout.WorkerDir(liveDir, name)
 }
 
 // bareNameRE matches a command name looked up in PATH.
@@ -278,7 +286,7 @@ func liveRelease(root, liveDir string) string {
 // releaseBundle is worker's bundle in release (a path under root), as a
 // path drover reads.
 func releaseBundle(root, release, worker string) string {
-	return filepath.Join(root, release, "workers", worker)
+	return layout.WorkerDir(filepath.Join(root, release), worker)
 }
 
 // bundleID identifies the files under dir without reading them: each
@@ -354,6 +362,25 @@ func fileID(root, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// secretID identifies w's decrypted secret file in release by its inode,
+// not its content: a hash of the content kept in the state file would let
+// a reader of that file test guesses of the secret. prepare links an
+// unchanged secret file from the previous release, so it keeps its inode.
+func secretID(root, release string, w *spec.Worker) string {
+	if w.SecretEnv == "" {
+		return ""
+	}
+	fi, err := os.Stat(filepath.Join(root, layout.SecretsEnvFile(release, w.Name)))
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d:%d %d %d", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
 func fingerprint(parts ...string) string {

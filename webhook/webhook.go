@@ -4,7 +4,12 @@
 //
 // The contract of Handler, for every request:
 //
-//   - The body is read up to MaxBody (default 1 MiB); beyond, 413.
+//   - The body is read up to MaxBody (default 1 MiB); beyond, 413. Served
+//     by NewServer on a LimitListener (as the agent does), a request not
+//     wholly read within 12 s is cut, and at most 32 connections are
+//     served at once.
+//   - Refused requests are logged at WARN at most 10 times a minute; the
+//     next line counts those left out ("suppressed").
 //   - The request must prove it knows the secret, in its provider's way:
 //     GitHub X-Hub-Signature-256 "sha256=<hex HMAC-SHA256 of the body>",
 //     Gitea X-Gitea-Signature and Forgejo X-Forgejo-Signature "<hex HMAC>",
@@ -98,6 +103,8 @@ type Handler struct {
 	trigger Trigger
 	log     *slog.Logger
 	seen    *lru
+	// refused bounds the WARN lines of refused requests.
+	refused *warnLimiter
 }
 
 // New reads the secret and returns the handler. An empty secret is an
@@ -142,6 +149,7 @@ func New(cfg Config, trigger Trigger) (*Handler, error) {
 		trigger: trigger,
 		log:     cfg.Log,
 		seen:    newLRU(seenCapacity),
+		refused: newWarnLimiter(time.Now),
 	}, nil
 }
 
@@ -172,7 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d, ok := h.authenticate(r.Header, body)
 	log := h.log.With("provider", d.provider, "event", d.event, "delivery", d.id, "remote", r.RemoteAddr)
 	if !ok {
-		log.Warn("webhook refused: missing or invalid signature")
+		h.refused.warn(log, "webhook refused: missing or invalid signature")
 		http.Error(w, "missing or invalid signature", http.StatusUnauthorized)
 		return
 	}
@@ -182,7 +190,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	refs, err := pushedRefs(d, body)
 	if err != nil {
-		log.Warn("webhook: unreadable payload", "err", err)
+		h.refused.warn(log, "webhook: unreadable payload", "err", err)
 		http.Error(w, "unreadable payload: "+err.Error(), http.StatusBadRequest)
 		return
 	}

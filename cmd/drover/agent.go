@@ -7,18 +7,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/drover-dev/drover/internal/binpages"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
-
-// agentPIDFile, in the state dir, names the running agent's process, which
-// `drover sync` signals on a node without a cluster.
-const agentPIDFile = "agent.pid"
 
 func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent", stderr)
@@ -50,10 +47,25 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			n.log.Warn("stop workers", "err", err)
 		}
 	}()
+	stopTraffic, err := n.startTraffic(ctx) // before the reconciler: its canary reads it
+	if err != nil {
+		return err
+	}
+	defer stopTraffic()
 	rn, err := n.reconciler(sup)
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := n.serveMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	stopAlerts, err := n.startAlerts(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopAlerts()
 	if *once {
 		if err := rn.Recover(ctx); err != nil {
 			return err
@@ -62,6 +74,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
+		rn.Settle(ctx) // the old range's workers, after an overlap
 		switch {
 		case out.Applied:
 			fmt.Fprintf(stdout, "%s: live on %s (was %s)\n", n.cfg.Name, shortRev(out.To), shortRev(out.From))
@@ -77,7 +90,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer stopCoord()
-	pidFile := filepath.Join(n.cfg.StateDir, agentPIDFile)
+	pidFile := layout.New(n.cfg.StateDir).AgentPID()
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -107,7 +120,13 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		n.log.Error("recovery failed; the node stays out of rotation", "err", err)
 	}
 	sd.Ready()
-	go releaseBinaryPagesWhenIdle(ctx, n.log) // memory.go: RSS counts the pages of the binary in use
+	go binpages.ReleaseWhenIdle(ctx, n.log) // RSS counts the pages of the binary in use
+	// The steady-state guard watches the live release between rollouts
+	// (reconcile/guard.go); it stops with ctx, before the workers do.
+	guardCtx, stopGuard := context.WithCancel(ctx)
+	guardDone := make(chan struct{})
+	go func() { defer close(guardDone); rn.Guard(guardCtx) }()
+	defer func() { stopGuard(); <-guardDone }()
 	err = rn.Loop(ctx, n.cfg.Repo.PollInterval.D(), trigger)
 	if errors.Is(err, context.Canceled) {
 		n.log.Info("agent stopping")

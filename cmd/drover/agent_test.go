@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/reconcile"
 )
@@ -53,6 +54,9 @@ type testNode struct {
 	name                  string
 	// specExtra is appended to the drover.yaml of each commit.
 	specExtra string
+	// handover, when set, is each commit's rollout.handover (default:
+	// the spec's default, auto).
+	handover string
 	// allLogs keeps the logs of every agent started on this node.
 	allLogs []*testsvc.LogBuffer
 }
@@ -164,8 +168,12 @@ func (n *testNode) git(args ...string) string {
 // version, and returns its commit id.
 func (n *testNode) commit(blog, version string) string {
 	n.t.Helper()
+	handover := ""
+	if n.handover != "" {
+		handover = ", handover: " + n.handover
+	}
 	spec := fmt.Sprintf(`version: 1
-rollout: {healthTimeout: 15s, soak: 1s, drainTimeout: 5s}
+rollout: {healthTimeout: 15s, soak: 1s, drainTimeout: 5s%s}
 sites:
   - name: blog
     serverNames: [blog.test]
@@ -179,7 +187,7 @@ workers:
     port: %d
     health: {path: /healthz, interval: 100ms, successes: 2}
     routes: [{serverName: api.test, path: /}]
-`, n.apiPort)
+`, handover, n.apiPort)
 	n.write("repo/drover.yaml", spec+n.specExtra)
 	n.write("repo/sites/blog/index.html", blog+"\n")
 	n.write("repo/workers/api/server.js", workerJS)
@@ -218,7 +226,7 @@ func (n *testNode) stopAgent(sig syscall.Signal) {
 
 func (n *testNode) status() reconcile.Status {
 	var st reconcile.Status
-	if data, err := os.ReadFile(filepath.Join(n.state, reconcile.StatusFile)); err == nil {
+	if data, err := os.ReadFile(layout.New(n.state).Status()); err == nil {
 		json.Unmarshal(data, &st)
 	}
 	return st
@@ -327,15 +335,18 @@ func TestAgentRollsOutAndHaltsABadRevision(t *testing.T) {
 		t.Fatalf("current -> %s, want B %s", got, b)
 	}
 	n.serves("blog B", "api B")
-	halted, _ := os.ReadFile(filepath.Join(n.state, reconcile.HaltedFile))
+	halted, _ := os.ReadFile(layout.New(n.state).Halted())
 	if !strings.Contains(string(halted), c) || !strings.Contains(string(halted), "api") {
 		t.Fatalf("halted.json does not name C and the failing worker:\n%s", halted)
 	}
 	// The halted revision is not retried: a few polls later the node is
 	// still on B and has not restarted its workers for C again.
 	time.Sleep(3 * time.Second)
-	if got := strings.Count(n.agentLog.String(), "step=switching rev="+c[:12]); got != 1 {
-		t.Fatalf("the halted revision was switched to %d times, want once", got)
+	// Tried once: caught before the drain (the default overlap starts its
+	// instances ahead) or switched to and rolled back (restart).
+	log := n.agentLog.String()
+	if got := strings.Count(log, "step=starting rev="+c[:12]) + strings.Count(log, "step=switching rev="+c[:12]); got != 1 {
+		t.Fatalf("the halted revision was tried %d times, want once", got)
 	}
 	n.serves("blog B", "api B")
 
@@ -365,6 +376,61 @@ func TestAgentRollsOutAndHaltsABadRevision(t *testing.T) {
 	}
 }
 
+// killAt runs a node with lb (its node.yaml lb section) from release A
+// towards B, SIGKILLs the agent once it reports step on the way to B,
+// checks the journal it left (check), restarts the agent with the repo
+// hidden (so that it can only recover, not move on) and waits until it has.
+// It returns A, B and a function that brings the repo back.
+func killAt(t *testing.T, n *testNode, lb string, step reconcile.Step, check func(journal []byte, b string)) (a, b string, repoBack func()) {
+	t.Helper()
+	n.configure("test", "./repo", lb)
+	a = n.commit("blog A", "api A")
+	n.startAgent()
+	n.waitLive(a)
+	b = n.commit("blog B", "api B")
+	n.waitFor(string(step), func(st reconcile.Status) bool { return st.Step == step && st.Target == b })
+	n.stopAgent(syscall.SIGKILL)
+	data, err := os.ReadFile(filepath.Join(n.state, "journal.json"))
+	if err != nil {
+		t.Fatalf("no journal after a kill while %s: %v", step, err)
+	}
+	check(data, b)
+	if err := os.Rename(n.repo, n.repo+".away"); err != nil {
+		t.Fatal(err)
+	}
+	n.startAgent()
+	n.waitFor("recovered", func(st reconcile.Status) bool {
+		_, err := os.Stat(filepath.Join(n.state, "journal.json"))
+		return os.IsNotExist(err) && st.Step == reconcile.StepIdle && strings.Contains(st.Error, "poll repo")
+	})
+	return a, b, func() {
+		if err := os.Rename(n.repo+".away", n.repo); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAgentKilledWhileUndrainingFinishesForward kills the agent with
+// SIGKILL while it re-joins the LB with a verified release: the next agent
+// must not switch back (the LB may already send the node traffic) but
+// bring the same release up, check it and finish the undrain.
+func TestAgentKilledWhileUndrainingFinishesForward(t *testing.T) {
+	n := newTestNode(t)
+	// A long rise window (no LB checks this node, so the undrain waits it
+	// out), so the test can catch the agent in it.
+	_, b, repoBack := killAt(t, n, "lb: {driver: healthcheck, healthcheck: {interval: 1s, unhealthyThreshold: 1, healthyThreshold: 2}}\n",
+		reconcile.StepUndraining, func(data []byte, b string) {
+			if !strings.Contains(string(data), `"step": "undraining"`) || !strings.Contains(string(data), `"verified": "`+b+`"`) {
+				t.Fatalf("the journal does not say the verified release is re-joining:\n%s", data)
+			}
+		})
+	if got := n.live(); got != b {
+		t.Fatalf("after recovery current -> %s, want B %s (finished forward)", got, b)
+	}
+	n.serves("blog B", "api B") // the LB health endpoint included: undrained
+	repoBack()
+}
+
 // TestAgentKilledMidChangeRecovers kills the agent with SIGKILL while it
 // switches or verifies, and checks that the next agent finds the node on
 // one whole release (nginx, sites and workers of the same revision).
@@ -372,39 +438,24 @@ func TestAgentKilledMidChangeRecovers(t *testing.T) {
 	for _, step := range []reconcile.Step{reconcile.StepSwitching, reconcile.StepVerifying} {
 		t.Run(string(step), func(t *testing.T) {
 			n := newTestNode(t)
+			// Restart: the overlap makes these steps a few ms long, too
+			// short to catch from outside (its crash points are the
+			// reconcile suite's and TestRecoverOverlapCleansTheOtherRange).
+			n.handover = "restart"
 			// The node leaves the LB by its health endpoint (the
 			// healthcheck driver), so a kill leaves it drained.
-			n.configure("test", "./repo", "lb: {driver: healthcheck, healthcheck: {interval: 200ms, unhealthyThreshold: 1, healthyThreshold: 1}}\n")
-			a := n.commit("blog A", "api A")
-			n.startAgent()
-			n.waitLive(a)
-			b := n.commit("blog B", "api B")
-			n.waitFor(string(step), func(st reconcile.Status) bool { return st.Step == step && st.Target == b })
-			n.stopAgent(syscall.SIGKILL)
-			if _, err := os.Stat(filepath.Join(n.state, "journal.json")); err != nil {
-				t.Fatalf("no journal after a kill mid-change: %v", err)
-			}
-			if code := n.lbHealth(); code != 503 {
-				t.Fatalf("the killed node answers the LB %d, want 503 (drained)", code)
-			}
-			// Hide the repo so the restarted agent can only recover, not
-			// move on to B, and look at the node it leaves.
-			if err := os.Rename(n.repo, n.repo+".away"); err != nil {
-				t.Fatal(err)
-			}
-			n.startAgent()
-			n.waitFor("recovered", func(st reconcile.Status) bool {
-				_, err := os.Stat(filepath.Join(n.state, "journal.json"))
-				return os.IsNotExist(err) && st.Step == reconcile.StepIdle && strings.Contains(st.Error, "poll repo")
-			})
+			a, b, repoBack := killAt(t, n, "lb: {driver: healthcheck, healthcheck: {interval: 200ms, unhealthyThreshold: 1, healthyThreshold: 1}}\n",
+				step, func([]byte, string) {
+					if code := n.lbHealth(); code != 503 {
+						t.Fatalf("the killed node answers the LB %d, want 503 (drained)", code)
+					}
+				})
 			if got := n.live(); got != a {
 				t.Fatalf("after recovery current -> %s, want A %s", got, a)
 			}
 			n.serves("blog A", "api A") // the LB health endpoint included: undrained
 			// With the repo back, the node moves on to B.
-			if err := os.Rename(n.repo+".away", n.repo); err != nil {
-				t.Fatal(err)
-			}
+			repoBack()
 			n.waitLive(b)
 			n.serves("blog B", "api B")
 		})

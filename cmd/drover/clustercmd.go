@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -69,20 +71,30 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, "asked every node of cluster %s to sync\n", c.Name())
 			return nil
 		}
-		data, err := os.ReadFile(filepath.Join(cfg.StateDir, agentPIDFile))
+		pid, err := signalAgent(cfg.StateDir)
 		if err != nil {
-			return fmt.Errorf("no agent is running on this node (%w)", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil || pid <= 0 {
-			return fmt.Errorf("%s: not a process id", agentPIDFile)
-		}
-		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
-			return fmt.Errorf("signal agent %d: %w", pid, err)
+			return err
 		}
 		fmt.Fprintf(stdout, "asked the agent (pid %d) to sync\n", pid)
 		return nil
 	})
+}
+
+// signalAgent asks the agent of a node without a cluster to sync now.
+func signalAgent(stateDir string) (int, error) {
+	pidFile := layout.New(stateDir).AgentPID()
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0, fmt.Errorf("no agent is running on this node (%w)", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%s: not a process id", filepath.Base(pidFile))
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		return 0, fmt.Errorf("signal agent %d: %w", pid, err)
+	}
+	return pid, nil
 }
 
 // needCluster is the error of commands that only make sense in a cluster.
@@ -97,7 +109,7 @@ func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	return withCluster(ctx, *config, nil, func(_ *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		if c == nil {
 			return needCluster("pause")
 		}
@@ -108,6 +120,7 @@ func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := c.Pause(ctx, r+" ("+operator()+")"); err != nil {
 			return err
 		}
+		recordOnLive(ctx, cfg, c, cluster.Action{By: operator(), What: "paused", Reason: r}, stderr)
 		fmt.Fprintf(stdout, "rollouts paused in cluster %s: a node mid-step finishes its step; none starts a new one\n", c.Name())
 		return nil
 	})
@@ -119,13 +132,14 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	return withCluster(ctx, *config, nil, func(_ *spec.Node, c *cluster.Cluster) error {
+	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		if c == nil {
 			return needCluster("resume")
 		}
 		if err := c.Resume(ctx); err != nil {
 			return err
 		}
+		recordOnLive(ctx, cfg, c, cluster.Action{By: operator(), What: "resumed"}, stderr)
 		if err := c.PublishSync(ctx, "resumed by "+operator()); err != nil {
 			return err
 		}
@@ -192,7 +206,7 @@ func cmdClear(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				revs = append(revs, r)
 			}
 		}
-		rev, err := matchRev(prefix, revs)
+		rev, err := matchRev(prefix, revs, "halted revision")
 		if err != nil {
 			return err
 		}
@@ -204,24 +218,44 @@ func cmdClear(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
+		if err := openHistory(cfg, c).Action(ctx, rev, cluster.Action{By: operator(), What: "cleared"}); err != nil {
+			fmt.Fprintf(stderr, "drover clear: record in history: %v\n", err)
+		}
 		fmt.Fprintf(stdout, "cleared halted revision %s\n", rev)
 		return nil
 	})
 }
 
-// matchRev finds the one revision of revs that starts with prefix.
-func matchRev(prefix string, revs []string) (string, error) {
+// matchRev finds the one revision of revs that starts with prefix; what
+// names revs in the error (e.g. "halted revision").
+func matchRev(prefix string, revs []string, what string) (string, error) {
 	var found []string
 	for _, r := range revs {
-		if strings.HasPrefix(r, prefix) {
+		if strings.HasPrefix(r, prefix) && !slices.Contains(found, r) {
 			found = append(found, r)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("no halted revision starts with %q", prefix)
+		return "", fmt.Errorf("no %s starts with %q", what, prefix)
 	case 1:
 		return found[0], nil
 	}
 	return "", errors.New("ambiguous revision prefix " + prefix + ": " + strings.Join(found, ", "))
+}
+
+// recordOnLive records an operator's act that concerns no one revision
+// (pause, resume) in the history, on the revision live now; a failure to
+// record it only warns: the act itself is done.
+func recordOnLive(ctx context.Context, cfg *spec.Node, c *cluster.Cluster, a cluster.Action, stderr io.Writer) {
+	hist := openHistory(cfg, c)
+	revs, err := hist.List(ctx, 0)
+	if err == nil {
+		if rev := cluster.CurrentLive(revs); rev != "" {
+			err = hist.Action(ctx, rev, a)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "drover %s: record in history: %v\n", a.What, err)
+	}
 }

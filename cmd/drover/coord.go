@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
@@ -44,44 +42,48 @@ func openCluster(ctx context.Context, cfg *spec.Node, log *slog.Logger) (*cluste
 		Cluster:              c.Name,
 		LockExpiry:           c.LockExpiry.D(),
 		HeartbeatTTL:         c.HeartbeatTTL.D(),
+		HistoryKeep:          cfg.History.Keep,
 	}, cfg.Name, log.With("part", "cluster"))
 }
 
-// healthLogPath is the nginx access log of the LB's health checks, read by
-// the drain drivers that observe the LB.
-func healthLogPath(cfg *spec.Node) string { return filepath.Join(cfg.StateDir, "lb", "health.log") }
-
 // observesChecks says whether the node's drain driver watches the LB's
-// health checks arrive (and so needs nginx to log them).
+// health checks arrive (and so needs nginx to log them): every driver that
+// talks to an LB, since the quiet-counter rule tells the LB's checks from
+// requests by that log (HAProxy keeps checking a server in DRAIN).
 func observesChecks(cfg *spec.Node) bool {
-	return cfg.LB.Driver == lbdrain.DriverHealthCheck || cfg.LB.Driver == lbdrain.DriverDigitalOcean
+	switch cfg.LB.Driver {
+	case lbdrain.DriverHealthCheck, lbdrain.DriverDigitalOcean, lbdrain.DriverHAProxy:
+		return true
+	}
+	return false
 }
 
-// lbDrainer adapts lbdrain to reconcile.Drainer. The in-flight timeout is
-// the revision's rollout.drainTimeout, so the driver is rebuilt when a
-// revision changes it.
-type lbDrainer struct {
-	base lbdrain.Config
-	log  *slog.Logger
-
-	mu      sync.Mutex
-	driver  lbdrain.Driver
-	timeout time.Duration
+// newLBDrainer is the rollout's drain driver for node.yaml cfg.
+func newLBDrainer(cfg *spec.Node, log *slog.Logger) (*lbdrain.Drainer, error) {
+	return lbdrain.NewDrainer(lbConfig(cfg), log)
 }
 
-// maxHealthLog is the size past which the health log is emptied after an
-// undrain: only the lines since the last drain change are ever read.
-const maxHealthLog = 8 << 20
+// The drain driver is what reconcile takes, and says why a drain went on at
+// its bound (reconcile's drainReporter).
+var (
+	_ reconcile.Drainer                         = (*lbdrain.Drainer)(nil)
+	_ interface{ LastDrainIncomplete() string } = (*lbdrain.Drainer)(nil)
+	_ interface {
+		Drained(context.Context) (bool, error)
+	} = (*lbdrain.Drainer)(nil)
+)
 
-func newLBDrainer(cfg *spec.Node, log *slog.Logger) (*lbDrainer, error) {
+// lbConfig is node.yaml's lb section as the drain driver takes it (doctor
+// checks the same).
+func lbConfig(cfg *spec.Node) lbdrain.Config {
 	c := lbdrain.DefaultConfig()
 	c.Driver = cfg.LB.Driver
 	if cfg.Nginx.StatusListen != "" {
 		c.StatusURL = "http://" + cfg.Nginx.StatusListen + nginxconf.StatusPath
 	}
-	c.HealthCheck.Dir = filepath.Join(cfg.StateDir, "lb")
+	c.HealthCheck.Dir = layout.New(cfg.StateDir).LBDir()
 	if observesChecks(cfg) {
-		c.HealthCheck.AccessLog = healthLogPath(cfg)
+		c.HealthCheck.AccessLog = layout.New(cfg.StateDir).HealthLog()
 	}
 	hc := cfg.LB.HealthCheck
 	c.HealthCheck.CheckInterval = hc.Interval.D()
@@ -96,64 +98,7 @@ func newLBDrainer(cfg *spec.Node, log *slog.Logger) (*lbDrainer, error) {
 	if do.MetadataURL != "" {
 		c.DigitalOcean.MetadataURL = do.MetadataURL
 	}
-	l := &lbDrainer{base: c, log: log}
-	// Build the driver now so that a bad lb section fails at start.
-	if _, err := l.get(c.DrainTimeout); err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-func (l *lbDrainer) get(timeout time.Duration) (lbdrain.Driver, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.driver != nil && (timeout == 0 || timeout == l.timeout) {
-		return l.driver, nil
-	}
-	c := l.base
-	if timeout > 0 {
-		c.DrainTimeout = timeout
-	}
-	d, err := lbdrain.New(c, l.log)
-	if err != nil {
-		return nil, fmt.Errorf("lb: %w", err)
-	}
-	l.driver, l.timeout = d, c.DrainTimeout
-	return d, nil
-}
-
-func (l *lbDrainer) Drain(ctx context.Context, inflight time.Duration) error {
-	d, err := l.get(inflight)
-	if err != nil {
-		return err
-	}
-	return d.Drain(ctx)
-}
-
-func (l *lbDrainer) Undrain(ctx context.Context) error {
-	d, err := l.get(0)
-	if err != nil {
-		return err
-	}
-	if err := d.Undrain(ctx); err != nil {
-		return err
-	}
-	if log := l.base.HealthCheck.AccessLog; log != "" {
-		if fi, err := os.Stat(log); err == nil && fi.Size() > maxHealthLog {
-			if err := os.Truncate(log, 0); err != nil {
-				l.log.Warn("truncate health log", "err", err)
-			}
-		}
-	}
-	return nil
-}
-
-func (l *lbDrainer) Drained(ctx context.Context) (bool, error) {
-	d, err := l.get(0)
-	if err != nil {
-		return false, err
-	}
-	return d.Drained(ctx)
+	return c
 }
 
 // startWebhook listens on webhook.listen and serves the push receiver at
@@ -175,9 +120,10 @@ func startWebhook(cfg *spec.Node, trigger webhook.Trigger, dedupe webhook.Dedupe
 	if err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
+	ln = webhook.LimitListener(ln, webhook.DefaultMaxConns)
 	mux := http.NewServeMux()
 	mux.Handle(w.Path, h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	srv := webhook.NewServer(mux, webhook.ServerConfig{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -18,7 +18,9 @@ import (
 
 	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/gitsource"
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/migrate"
+	"github.com/drover-dev/drover/plan"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -160,7 +162,7 @@ func cliNode(node *spec.Node) string { return node.Name + "/cli" }
 // node's live revision.
 func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slog.Logger) (*migrationSet, error) {
 	if dir != "" {
-		sp, ms, err := loadDirMigrations(dir)
+		sp, ms, err := loadDirMigrations(dir, node.Policy)
 		if err != nil {
 			return nil, err
 		}
@@ -174,26 +176,36 @@ func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slo
 	if err != nil {
 		return nil, err
 	}
+	set, err := loadRevMigrations(ctx, node, rev, log)
+	if set != nil {
+		set.desc = rev + " (live on " + node.Name + ")"
+	}
+	return set, err
+}
+
+// loadRevMigrations reads drover.yaml and the migrations of rev: from its
+// kept release when this node has one, else from the config repo.
+func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *slog.Logger) (*migrationSet, error) {
 	// Releases keep their migrations (db/migrations); older ones did not,
 	// and are read from the repo instead.
-	release := &artifacts.Release{Rev: rev, Dir: filepath.Join(node.StateDir, "releases", rev)}
+	release := &artifacts.Release{Rev: rev, Dir: layout.New(node.StateDir).Release(rev)}
 	if _, err := os.Stat(release.MigrationsDir()); err == nil {
 		data, err := os.ReadFile(release.SpecFile())
 		if err != nil {
 			return nil, err
 		}
-		sp, err := spec.Parse(release.SpecFile(), data)
+		sp, err := spec.ParseRelease(release.SpecFile(), data)
 		if err != nil {
 			return nil, err
 		}
 		if sp.Migrations == nil {
-			return nil, fmt.Errorf("the live revision %s has no migrations section in %s", shortRev(rev), spec.FileName)
+			return nil, fmt.Errorf("%w: revision %s has no migrations section in %s", errNoMigrations, shortRev(rev), spec.FileName)
 		}
 		ms, err := migrate.Load(os.DirFS(filepath.Dir(release.MigrationsDir())), "migrations")
 		if err != nil {
 			return nil, err
 		}
-		return &migrationSet{rev: rev, desc: rev + " (live on " + node.Name + ")", sp: sp, ms: ms}, nil
+		return &migrationSet{rev: rev, desc: rev, sp: sp, ms: ms}, nil
 	}
 	repo, err := openCLIRepo(node, log)
 	if err != nil {
@@ -206,25 +218,28 @@ func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slo
 			hint = "the branch has moved past it and the server does not serve older commits by id " +
 				"(git's uploadpack.allowReachableSHA1InWant); give --dir DIR, a checkout of " + shortRev(rev)
 		}
-		return nil, fmt.Errorf("live revision %s: %w (%s)", shortRev(rev), err, hint)
+		return nil, fmt.Errorf("revision %s: %w (%s)", shortRev(rev), err, hint)
 	}
 	tree, err := repo.Tree(ctx, rev, node.Repo.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("live revision %s: %w", shortRev(rev), err)
+		return nil, fmt.Errorf("revision %s: %w", shortRev(rev), err)
 	}
-	sp, err := readSpec(node.Repo.Dir, tree)
+	sp, err := plan.ReadSpec(node.Repo.Dir, tree, node.Policy)
 	if err != nil {
 		return nil, err
 	}
 	if sp.Migrations == nil {
-		return nil, fmt.Errorf("the live revision %s has no migrations section in %s", shortRev(rev), spec.FileName)
+		return nil, fmt.Errorf("%w: revision %s has no migrations section in %s", errNoMigrations, shortRev(rev), spec.FileName)
 	}
 	ms, err := migrate.Load(tree, sp.Migrations.Dir)
 	if err != nil {
 		return nil, err
 	}
-	return &migrationSet{rev: rev, desc: rev + " (live on " + node.Name + ")", sp: sp, ms: ms}, nil
+	return &migrationSet{rev: rev, desc: rev, sp: sp, ms: ms}, nil
 }
+
+// errNoMigrations is a revision whose drover.yaml has no migrations section.
+var errNoMigrations = errors.New("no migrations")
 
 // openCLIRepo opens the config repo for commands that run beside a live
 // agent (plan, migrate), in a store of their own: the agent's (STATE/git) is
@@ -233,7 +248,7 @@ func openCLIRepo(node *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
 	return gitsource.Open(gitsource.Config{
 		URL:            node.Repo.URL,
 		Branch:         node.Repo.Branch,
-		Dir:            filepath.Join(node.StateDir, "git-cli"),
+		Dir:            layout.New(node.StateDir).GitCLI(),
 		SSHKeyFile:     node.Repo.SSHKeyFile,
 		KnownHostsFile: node.Repo.KnownHostsFile,
 		TokenFile:      node.Repo.TokenFile,
@@ -244,7 +259,7 @@ func openCLIRepo(node *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
 // liveRevision reads STATE/current -> releases/<rev> without opening the
 // release store, whose lock a running agent holds.
 func liveRevision(node *spec.Node) (string, error) {
-	link := filepath.Join(node.StateDir, "current")
+	link := layout.New(node.StateDir).Current()
 	target, err := os.Readlink(link)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("node %s has no live release (%s is missing): give --dir DIR, a checkout of the config directory", node.Name, link)
@@ -252,7 +267,7 @@ func liveRevision(node *spec.Node) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rev, ok := strings.CutPrefix(target, "releases/")
+	rev, ok := strings.CutPrefix(target, layout.ReleasesDir+"/")
 	if !ok || rev == "" || strings.Contains(rev, "/") {
 		return "", fmt.Errorf("%s points at %q, which is not a release", link, target)
 	}
@@ -261,8 +276,8 @@ func liveRevision(node *spec.Node) (string, error) {
 
 // loadDirMigrations reads dir/drover.yaml, checks it, and loads its
 // migrations.
-func loadDirMigrations(dir string) (*spec.Spec, []migrate.Migration, error) {
-	sp, err := validateDir(dir)
+func loadDirMigrations(dir string, policy spec.Policy) (*spec.Spec, []migrate.Migration, error) {
+	sp, err := validateDir(dir, policy)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,7 +319,7 @@ func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLeve
 	}
 	cfg := migrate.Config{Node: cliNode(node), Revision: set.rev, Log: log}
 	if set.sp != nil {
-		cfg = migrateConfig(cliNode(node), set.rev, set.sp, log)
+		cfg = migrate.SpecConfig(cliNode(node), set.rev, set.sp, log)
 	}
 	db, err := openDatabase(ctx, node, cfg)
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-var _ reconcile.Migrator = (*dbMigrator)(nil)
+var _ reconcile.Migrator = (*migrate.Runner)(nil)
 
 // TestMigrate runs `drover migrate` and the rollout's migrator against one
 // real PostgreSQL server, each case in a database of its own.
@@ -79,6 +79,10 @@ func newMigrateEnv(t *testing.T, serverDSN, db string) *migrateEnv {
 	}
 	t.Cleanup(func() { e.admin.Close(context.Background()) })
 	e.write("db.dsn", "\n  "+e.dsn+"  \n") // trimmed when read
+	// A secret: drover refuses it when others can read it.
+	if err := os.Chmod(filepath.Join(e.dir, "db.dsn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e.write("node.yaml", "name: n1\nstateDir: state\nrepo: {url: ./repo}\ndatabase: {dsnFile: db.dsn}\n")
 	e.write("cfg/drover.yaml", "version: 1\nmigrations: {dir: migrations, lockTimeout: 300ms}\n")
 	if err := os.MkdirAll(filepath.Join(e.cfgDir, "migrations"), 0o755); err != nil {

@@ -182,6 +182,10 @@ func statusText(st reconcile.Status) string {
 		b.WriteString(": ")
 		b.WriteString(st.Error)
 	}
+	if h := healthText(st); h != "" {
+		b.WriteString("; ")
+		b.WriteString(h)
+	}
 	// One line: a newline would end the assignment and start another (an
 	// error text must not be able to say READY=1 or WATCHDOG=1).
 	text := strings.Join(strings.Fields(b.String()), " ")
@@ -189,4 +193,19 @@ func statusText(st reconcile.Status) string {
 		text = strings.ToValidUTF8(text[:197], "") + "..."
 	}
 	return text
+}
+
+// healthText is the guard's verdict as people read it: "healthy",
+// "out (guard: <check>: <why>)" or "degraded (<why>)"; "" before the
+// guard's first verdict.
+func healthText(st reconcile.Status) string {
+	switch st.Health {
+	case reconcile.HealthUnknown:
+		return ""
+	case reconcile.HealthOut:
+		return "out (guard: " + st.HealthWhy + ")"
+	case reconcile.HealthDegraded, reconcile.HealthFailing:
+		return string(st.Health) + " (" + st.HealthWhy + ")"
+	}
+	return string(st.Health)
 }

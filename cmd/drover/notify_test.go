@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,6 +35,12 @@ func TestStatusText(t *testing.T) {
 		{reconcile.Status{Step: reconcile.StepWaiting, Rev: revA, Target: revB, Error: "waiting for capacity: n2 drained"},
 			"waiting bbbbbbbbbbbb (live aaaaaaaaaaaa): waiting for capacity: n2 drained"},
 		{reconcile.Status{Step: reconcile.StepFailed, Rev: revA, Target: revA, Error: "nginx: exit 1"}, "failed aaaaaaaaaaaa: nginx: exit 1"},
+		// The guard's verdict.
+		{reconcile.Status{Step: reconcile.StepIdle, Rev: revA, Health: reconcile.HealthOK}, "idle on aaaaaaaaaaaa; healthy"},
+		{reconcile.Status{Step: reconcile.StepIdle, Rev: revA, Health: reconcile.HealthOut, HealthWhy: "worker api instance 0: status 500"},
+			"idle on aaaaaaaaaaaa; out (guard: worker api instance 0: status 500)"},
+		{reconcile.Status{Step: reconcile.StepIdle, Rev: revA, Health: reconcile.HealthDegraded, HealthWhy: "check database: refused; 2 of 3 nodes are out or failing too"},
+			"idle on aaaaaaaaaaaa; degraded (check database: refused; 2 of 3 nodes are out or failing too)"},
 		// An error text cannot add an assignment of its own.
 		{reconcile.Status{Step: reconcile.StepIdle, Rev: revA, Error: "git said\nREADY=1\r\nWATCHDOG=1"}, "idle on aaaaaaaaaaaa: git said READY=1 WATCHDOG=1"},
 	} {
@@ -255,44 +260,13 @@ func TestAgentUnderSystemd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	// The config repo: one revision, no sites, no workers.
-	work := t.TempDir()
-	gitCmd := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("git", append([]string{"-c", "user.name=test", "-c", "user.email=test@example.com"}, args...)...)
-		cmd.Dir = work
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	gitCmd("init", "-q", "-b", "main", ".")
-	if err := os.WriteFile(filepath.Join(work, "drover.yaml"), []byte("version: 1\nrollout: {soak: 0s}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	gitCmd("add", "-A")
-	gitCmd("commit", "-q", "-m", "an empty platform")
-	rev := gitCmd("rev-parse", "HEAD")
-	gitCmd("clone", "-q", "--bare", work, node.Path("/srv/config.git"))
-
-	// The node: drover's defaults (state in /var/lib/drover, nginx's
-	// config in /etc/nginx, nginx run by nginx.service, workers by
-	// systemd), on the node's own loopback.
-	node.CopyFile(t, droverBin, "/usr/local/bin/drover", 0o755)
-	node.WriteFile(t, "/etc/drover/node.yaml", []byte(`name: agent
-repo: {url: "file:///srv/config.git", pollInterval: 1s}
-nginx: {listen: 127.0.0.1, httpsPort: 8443, healthPort: 8080}
-`), 0o644)
+	// The config repo: one revision, no sites, no workers; the node:
+	// drover's defaults, on the node's own loopback (see agentNode).
+	rev := agentNode(t, node, "agent", map[string]string{"drover.yaml": "version: 1\nrollout: {soak: 0s}\n"})
 	node.WriteFile(t, "/etc/nginx/nginx.conf", []byte(`pid /run/nginx.pid;
 events {}
 http { server { listen 127.0.0.1:8080; return 200 "nginx before drover\n"; } }
 `), 0o644)
-	unit, err := os.ReadFile("../../examples/systemd/drover.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.WriteFile(t, "/etc/systemd/system/drover.service", unit, 0o644)
 	dropIn := "/etc/systemd/system/drover.service.d/test.conf"
 	node.WriteFile(t, dropIn, []byte(fmt.Sprintf("[Service]\nWatchdogSec=%s\nTimeoutStartSec=60s\n", wd)), 0o644)
 	node.WriteFile(t, "/etc/systemd/system/never-ready.service", []byte(`[Service]
@@ -352,7 +326,8 @@ TimeoutStartSec=3s
 		// Alive for more than 3×WatchdogSec, on the same process, while
 		// STATUS reaches the revision it rolled out.
 		want := "idle on " + rev[:12]
-		for deadline := time.Now().Add(4 * wd); time.Now().Before(deadline) || show("StatusText") != want; {
+		// (followed by the node's health, "; healthy", since the guard)
+		for deadline := time.Now().Add(4 * wd); time.Now().Before(deadline) || !strings.HasPrefix(show("StatusText"), want); {
 			if st := state("drover.service"); st.ActiveState != "active" || st.SubState != "running" || st.NRestarts != 0 || st.MainPID != pid {
 				t.Fatalf("%s after start: %s (first pid %d)", time.Since(began).Round(time.Millisecond), st, pid)
 			}

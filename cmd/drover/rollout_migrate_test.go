@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/reconcile"
 )
@@ -22,6 +23,10 @@ func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
 	pg := testsvc.StartPostgres(t)
 	n := newTestNode(t)
 	n.write("db.dsn", pg.DSN+"\n")
+	// A secret: drover refuses it when others can read it.
+	if err := os.Chmod(filepath.Join(n.dir, "db.dsn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	n.configure("test", "./repo", "database: {dsnFile: db.dsn}\n")
 	n.specExtra = "migrations: {dir: migrations, lockTimeout: 2s}\n"
 	n.write("repo/migrations/0001_stats.sql", "CREATE TABLE stats (id bigserial PRIMARY KEY, tone text NOT NULL);\n")
@@ -77,7 +82,7 @@ func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
 		t.Fatal("the node switched to the revision whose migration failed")
 	}
 	n.serves("blog A", "api A")
-	halted, _ := os.ReadFile(filepath.Join(n.state, reconcile.HaltedFile))
+	halted, _ := os.ReadFile(layout.New(n.state).Halted())
 	if !strings.Contains(string(halted), b) || !strings.Contains(string(halted), "0002_words.sql") || !strings.Contains(string(halted), "no_such_table") {
 		t.Fatalf("the halt does not name the file and the failing statement:\n%s", halted)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/drover-dev/drover/internal/binpages"
 	"github.com/drover-dev/drover/internal/testsvc"
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,7 @@ import (
 // copy of its binary (written and fsynced, as an install leaves it):
 //   - drover: the agent as shipped, built as make build does;
 //   - keep: the same with DROVER_KEEP_BINARY_PAGES=1, which turns off the
-//     release of the binary's pages (memory.go);
+//     release of the binary's pages (internal/binpages);
 //   - cold, keep-cold: the same two, with the binary dropped from the page
 //     cache before the agent starts, as after a reboot;
 //   - gitpoller (testdata/gitpoller), the reference: a minimal go-git program
@@ -120,6 +121,9 @@ func BenchmarkAgentIdle(b *testing.B) {
 			b.ReportMetric(cpuPercent(ticks, elapsed), "cpu-%")
 			b.ReportMetric(float64(ticks)*10/float64(p.polls()), "agent-cpu-ms/poll")
 			b.ReportMetric(float64(p.polls()), "polls")
+		} else if p.node != nil {
+			// Every agent's CPU: noguard-cpu-% beside cpu-% is the guard's.
+			b.ReportMetric(cpuPercent(cpuTicks(b, p.pid)-p.cpu0, elapsed), prefix+"cpu-%")
 		}
 		for _, k := range []struct{ key, unit string }{
 			{"VmRSS", "MB-rss"}, {"VmHWM", "MB-hwm"}, {"RssAnon", "MB-anon"}, {"RssFile", "MB-file"}, {"Pss", "MB-pss"},
@@ -197,7 +201,10 @@ func benchIdleSettings(b *testing.B) (polls int, interval time.Duration) {
 type benchVariant struct {
 	name string
 	cold bool // the binary starts out of the page cache, as after a reboot
-	env  []string
+	// noGuard turns the steady-state guard off (node.yaml guard.disabled),
+	// to measure what the guard costs.
+	noGuard bool
+	env     []string
 }
 
 // benchVariants is drover as shipped and with the binary's pages kept, each
@@ -206,10 +213,11 @@ type benchVariant struct {
 func benchVariants(b *testing.B) []benchVariant {
 	s := os.Getenv("DROVER_BENCH_VARIANTS")
 	if s == "" {
-		keep := []string{keepBinaryPagesEnv + "=1"}
+		keep := []string{binpages.KeepEnv + "=1"}
 		return []benchVariant{
 			{name: "drover"}, {name: "keep", env: keep},
 			{name: "cold", cold: true}, {name: "keep-cold", cold: true, env: keep},
+			{name: "noguard", noGuard: true},
 		}
 	}
 	var vs []benchVariant
@@ -217,9 +225,12 @@ func benchVariants(b *testing.B) []benchVariant {
 		parts := strings.Split(f, ":")
 		v := benchVariant{name: parts[0]}
 		for _, p := range parts[1:] {
-			if p == "cold" {
+			switch {
+			case p == "cold":
 				v.cold = true
-			} else {
+			case p == "noguard":
+				v.noGuard = true
+			default:
 				v.env = append(v.env, p)
 			}
 		}
@@ -251,6 +262,9 @@ func startIdleAgent(b *testing.B, bin string, v benchVariant, interval time.Dura
 	served := strings.Replace(string(cfg), "url: ./repo, pollInterval: 1s}", fmt.Sprintf("url: %s, pollInterval: %s}", url, interval), 1)
 	if served == string(cfg) {
 		b.Fatalf("node.yaml has no %q to point at the HTTP server:\n%s", "url: ./repo, pollInterval: 1s}", cfg)
+	}
+	if v.noGuard {
+		served += "\nguard: {disabled: true}\n"
 	}
 	n.write("node.yaml", served)
 	rev := n.commit("blog A", "api A")

@@ -34,8 +34,18 @@ func commands() map[string]command {
 		"resume":   {"let rollouts go on", cmdResume},
 		"forget":   {"remove a node that is gone for good from the cluster", cmdForget},
 		"clear":    {"clear a halted revision so nodes apply it again", cmdClear},
+		"pin":      {"pin the cluster to a revision instead of the branch head (rolled out like a new commit)", cmdPin},
+		"unpin":    {"follow the branch again after pin or rollback", cmdUnpin},
+		"rollback": {"pin the revision live before the current one (or REV)", cmdRollback},
+		"promote":  {"release the other nodes after REV's canary passed (rollout.canary promote: manual)", cmdPromote},
+		"abort":    {"fail REV's canary: halt it cluster-wide and roll the canary node back", cmdAbort},
+		"history":  {"every revision the cluster saw: commit, per-node outcome, drained window, who did what", cmdHistory},
 		"migrate":  {"apply or inspect database migrations: status, up, resolve", cmdMigrate},
+		"secrets":  {"encrypted secrets in the repo: keygen, recipients, encrypt, edit", cmdSecrets},
 		"version":  {"print drover's version", cmdVersion},
+		"init":     {"write this node's node.yaml from flags (secrets to 0600 files)", cmdInit},
+		"doctor":   {"check this node's prerequisites: nginx, systemd, repo, Redis, LB, database, secrets, disk, ports", cmdDoctor},
+		"idle":     {"tell (or --wait until) this node's agent is between rollouts; the package's upgrade uses it", cmdIdle},
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 type nodeStatus struct {
 	reconcile.Status
 	Halted map[string]reconcile.Halt `json:"halted"`
+	Pin    *reconcile.Pin            `json:"pin,omitempty"`
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -34,6 +35,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}
 	}
+	stdout = &printable{w: stdout} // what status prints comes from Redis: no escapes
 	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
 		if c != nil {
 			snap, err := c.Snapshot(ctx)
@@ -57,10 +59,19 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
+		var pin *reconcile.Pin
+		if p, ok, err := reg.Pinned(ctx); err != nil {
+			return err
+		} else if ok {
+			pin = &p
+		}
 		if *output == "json" {
-			return writeJSON(stdout, nodeStatus{Status: st, Halted: halted})
+			return writeJSON(stdout, nodeStatus{Status: st, Halted: halted, Pin: pin})
 		}
 		printNode(stdout, st, halted)
+		if pin != nil {
+			fmt.Fprintf(stdout, "pinned   %s\n", pinText(*pin))
+		}
 		return nil
 	})
 }
@@ -74,9 +85,15 @@ func writeJSON(w io.Writer, v any) error {
 func printNode(w io.Writer, st reconcile.Status, halted map[string]reconcile.Halt) {
 	fmt.Fprintf(w, "node     %s\n", st.Node)
 	fmt.Fprintf(w, "live     %s\n", shortRev(st.Rev))
+	if st.Signer != "" {
+		fmt.Fprintf(w, "signer   %s\n", st.Signer)
+	}
 	fmt.Fprintf(w, "step     %s\n", stepText(st))
 	if !st.Seen.IsZero() {
 		fmt.Fprintf(w, "polled   %s ago\n", time.Since(st.Seen).Round(time.Second))
+	}
+	if h := healthColumn(st, 0); h != "" {
+		fmt.Fprintf(w, "health   %s\n", h)
 	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "error    %s\n", st.Error)
@@ -107,17 +124,22 @@ func printCluster(w io.Writer, s cluster.ClusterStatus, events int) {
 	if s.Paused != nil {
 		fmt.Fprintf(w, "PAUSED since %s by %s: %s\n", s.Paused.At.Local().Format(time.DateTime), s.Paused.Node, s.Paused.Reason)
 	}
+	if s.Pin != nil {
+		fmt.Fprintf(w, "PINNED to %s (new commits are prepared, not applied; drover unpin follows the branch again)\n", pinText(*s.Pin))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tLIVE\tSTEP\tALIVE\tERROR")
+	fmt.Fprintln(tw, "NODE\tLIVE\tSTEP\tHEALTH\tALIVE\tERROR")
 	for _, n := range s.Nodes {
 		alive := "yes"
 		if !n.Alive {
 			alive = "no (last beat " + n.Beat.Local().Format(time.TimeOnly) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Node, shortRev(n.Rev), stepText(n.Status), alive, firstLine(n.Error))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, shortRev(n.Rev), stepText(n.Status), healthColumn(n.Status, 100), alive, firstLine(n.Error))
 	}
 	tw.Flush()
+	printSigners(w, s.Nodes)
+	printCanaries(w, s.Canaries)
 	fmt.Fprintln(w)
 	if len(s.Holders) == 0 {
 		fmt.Fprintln(w, "rollout lock: free")
@@ -150,6 +172,34 @@ func printCluster(w io.Writer, s cluster.ClusterStatus, events int) {
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i] + " …"
+	}
+	return s
+}
+
+// healthColumn is the guard's verdict with the time it changed, cut to
+// width runes when width > 0; "-" before the guard's first verdict.
+func healthColumn(st reconcile.Status, width int) string {
+	h := firstLine(healthText(st))
+	if h == "" {
+		if width == 0 {
+			return ""
+		}
+		return "-"
+	}
+	if r := []rune(h); width > 0 && len(r) > width {
+		h = string(r[:width-3]) + "..."
+	}
+	if !st.HealthSince.IsZero() {
+		h += " since " + st.HealthSince.Local().Format(time.TimeOnly)
+	}
+	return h
+}
+
+// pinText says what the pin is, who set it, when and why.
+func pinText(p reconcile.Pin) string {
+	s := fmt.Sprintf("%s by %s at %s", shortRev(p.Rev), p.By, p.At.Local().Format(time.DateTime))
+	if p.Reason != "" {
+		s += ": " + p.Reason
 	}
 	return s
 }

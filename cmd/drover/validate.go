@@ -9,14 +9,16 @@ import (
 	"path/filepath"
 
 	"github.com/drover-dev/drover/migrate"
+	"github.com/drover-dev/drover/secretenv"
 	"github.com/drover-dev/drover/spec"
 )
 
 func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("validate", stderr)
 	nodeFile := fs.String("node", "", "also validate this node.yaml")
+	verify := fs.Bool("verify", false, "also check HEAD's signature against the node.yaml's repo.verify keys (needs --node)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover validate [--node node.yaml] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n"+
+		fmt.Fprintf(stderr, "Usage: drover validate [--node node.yaml [--verify]] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to, against the node policy of\nnode.yaml (its policy section) with --node, else the default one.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n"+
 			"Migrations are loaded too; a destructive statement (DROP TABLE, DROP COLUMN, RENAME, TRUNCATE,\n"+
 			"ALTER COLUMN TYPE) is reported as file:line: warning: why, which does not change the exit code:\n"+
 			"workers of the previous revision still run against the new schema during a rollout.\n\n")
@@ -32,11 +34,29 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() == 1 {
 		dir = fs.Arg(0)
 	}
+	if *verify && *nodeFile == "" {
+		return usageError{"--verify needs --node: the keys are node.yaml's repo.verify"}
+	}
 	var problems []error
+	// With --node, the spec is checked against that node's policy, as its
+	// agent will check it; without, against the default policy.
+	var nodeCfg *spec.Node
+	policy := spec.DefaultPolicy()
+	if *nodeFile != "" {
+		var err error
+		if nodeCfg, err = spec.LoadNode(*nodeFile); err != nil {
+			problems = append(problems, err)
+		} else {
+			policy = nodeCfg.Policy
+		}
+	}
 	file := filepath.Join(dir, spec.FileName)
-	sp, err := validateDir(dir)
+	sp, err := validateDir(dir, policy)
 	if err != nil {
 		problems = append(problems, err)
+	}
+	if sp != nil {
+		problems = append(problems, secretenv.CheckFiles(file, dir, sp)...)
 	}
 	if sp != nil && sp.Migrations != nil {
 		warnings, err := lintMigrations(dir, sp)
@@ -47,9 +67,12 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintln(stderr, w)
 		}
 	}
-	if *nodeFile != "" {
-		if _, err := spec.LoadNode(*nodeFile); err != nil {
+	if nodeCfg != nil && *verify {
+		line, err := verifyHead(dir, *nodeFile, nodeCfg)
+		if err != nil {
 			problems = append(problems, err)
+		} else {
+			fmt.Fprintln(stdout, line)
 		}
 	}
 	if len(problems) > 0 {
@@ -62,25 +85,29 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// validateDir parses dir/drover.yaml and checks the tree it refers to.
-func validateDir(dir string) (*spec.Spec, error) {
+// validateDir parses dir/drover.yaml against a node's policy and checks the
+// tree it refers to.
+func validateDir(dir string, policy spec.Policy) (*spec.Spec, error) {
 	file := filepath.Join(dir, spec.FileName)
-	data, err := os.ReadFile(file)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	// Read through the root: a drover.yaml linking outside DIR is refused,
+	// not judged (validate reads only inside DIR, as the agent reads only
+	// the repo's tree).
+	data, err := spec.ReadInRoot(root, spec.FileName, file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: not found; drover validate DIR expects DIR/%s", file, spec.FileName)
 		}
 		return nil, err
 	}
-	sp, err := spec.Parse(file, data)
+	sp, err := spec.ParseFor(file, data, policy)
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
 	if err := spec.CheckTree(file, sp, root.FS()); err != nil {
 		return nil, err
 	}

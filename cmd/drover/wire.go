@@ -6,19 +6,19 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
-	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/internal/revid"
+	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/secretenv"
+	"github.com/drover-dev/drover/secrets"
 	"github.com/drover-dev/drover/spec"
 	"github.com/drover-dev/drover/units"
 )
@@ -30,12 +30,19 @@ type node struct {
 	log   *slog.Logger
 	repo  *gitsource.Repo
 	store *artifacts.Store
-	web   *webServer
+	web   *nginxconf.Server
 	// reg is the node-local registry; cl the cluster's (nil for a single
 	// node), which then holds the halts and the status.
 	reg *reconcile.FileRegistry
 	cl  *cluster.Cluster
-	lb  *lbDrainer
+	lb  *lbdrain.Drainer
+	// verifier checks signatures (nil without repo.verify).
+	verifier *sigVerifier
+	// obs is the registry as the rollout sees it (observed).
+	obs *observedRegistry
+	// traffic is the node's own request figures (canary.go); nil before
+	// startTraffic or without a cluster.
+	traffic reconcile.Traffic
 }
 
 // openNode reads node.yaml, opens the repo and the release store, and
@@ -56,7 +63,7 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	repo, err := gitsource.Open(gitsource.Config{
 		URL:            cfg.Repo.URL,
 		Branch:         cfg.Repo.Branch,
-		Dir:            filepath.Join(cfg.StateDir, "git"),
+		Dir:            layout.New(cfg.StateDir).Git(),
 		SSHKeyFile:     cfg.Repo.SSHKeyFile,
 		KnownHostsFile: cfg.Repo.KnownHostsFile,
 		TokenFile:      cfg.Repo.TokenFile,
@@ -65,13 +72,23 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	if err != nil {
 		return nil, err
 	}
-	store, err := artifacts.Open(cfg.StateDir, artifacts.Options{Log: log.With("part", "releases")})
+	store, err := artifacts.Open(cfg.StateDir, artifacts.Options{ArtifactSchemes: cfg.Policy.ArtifactSchemes, Log: log.With("part", "releases")})
 	if err != nil {
 		repo.Close()
 		return nil, err
 	}
 	n := &node{cfg: cfg, log: log, repo: repo, store: store, reg: &reconcile.FileRegistry{Dir: cfg.StateDir}}
-	n.web = newWebServer(cfg, store.LiveDir(), log.With("part", "nginx"))
+	if cfg.Secrets != nil {
+		// Fail at start on an identity that is missing or readable by others.
+		if _, err := secrets.LoadIdentity(cfg.Secrets.IdentityFile); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	if n.verifier, err = newSigVerifier(repo, cfg.Repo.Verify, cfg.StateDir); err != nil {
+		n.Close()
+		return nil, err
+	}
 	if n.lb, err = newLBDrainer(cfg, log.With("part", "lb")); err != nil {
 		n.Close()
 		return nil, err
@@ -80,6 +97,11 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 		n.Close()
 		return nil, err
 	}
+	trafficLog := ""
+	if n.cl != nil {
+		trafficLog = layout.New(cfg.StateDir).TrafficLog()
+	}
+	n.web = newWebServer(cfg, store.LiveDir(), trafficLog, log.With("part", "nginx"))
 	return n, nil
 }
 
@@ -89,6 +111,28 @@ func (n *node) Close() {
 	}
 	n.store.Close()
 	n.repo.Close()
+}
+
+// observed is the registry the rollout reports to, watched by the history
+// recorder (history.go) and the metrics (metrics.go).
+func (n *node) observed() *observedRegistry {
+	if n.obs != nil {
+		return n.obs
+	}
+	n.obs = &observedRegistry{Registry: n.registry()}
+	rec := &historyRecorder{
+		hist: openHistory(n.cfg, n.cl), node: n.cfg.Name, commit: n.repo.Commit,
+		log: n.log.With("part", "history"), known: map[string]bool{},
+	}
+	if n.verifier != nil {
+		rec.signer = n.verifier.Signer
+	}
+	n.obs.watch = append(n.obs.watch, rec.observe)
+	if n.cl == nil {
+		// The cluster's Halt records itself in the history.
+		n.obs.onHalt = append(n.obs.onHalt, rec.halt)
+	}
+	return n.obs
 }
 
 // registry is where halts and status live: the cluster's, or the state
@@ -112,9 +156,6 @@ func newLogger(c spec.Log, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// healthDir is where the LB health files (up, drain) live.
-func (n *node) healthDir() string { return filepath.Join(n.cfg.StateDir, "lb") }
-
 // reconciler builds the state machine over the node's parts.
 func (n *node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
 	return reconcile.New(reconcile.Config{
@@ -122,28 +163,63 @@ func (n *node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
 		RepoDir:      n.cfg.Repo.Dir,
 		StateDir:     n.cfg.StateDir,
 		LiveDir:      n.store.LiveDir(),
-		HealthDir:    n.healthDir(),
+		HealthDir:    layout.New(n.cfg.StateDir).LBDir(),
 		KeepReleases: n.cfg.KeepReleases,
-		SiteURL:      n.web.siteURL,
+		SiteURL:      n.web.SiteURL,
 		WorkerHost:   "127.0.0.1",
+		Guard:        guardConfig(n.cfg.Guard),
+		Policy:       &n.cfg.Policy,
 		Log:          n.log,
+		// The overlap handover starts a release's workers from its own
+		// directory, before current moves.
+		Handover: reconcile.HandoverConfig{ReleaseDir: n.store.ReleaseDir},
 	}, n.deps(sup))
 }
 
 func (n *node) deps(sup reconcile.Supervisor) reconcile.Deps {
 	d := reconcile.Deps{
 		Source:     treeSource{n.repo},
-		Releases:   releaseStore{n.store},
+		Releases:   n.releases(),
 		Web:        n.web,
 		Supervisor: sup,
 		Drainer:    n.lb,
 		Migrator:   newMigrator(n.cfg, n.log),
-		Registry:   n.registry(),
+		Registry:   n.observed(),
 	}
 	if n.cl != nil {
-		d.Lock, d.Capacity = n.cl, n.cl
+		d.Lock, d.Capacity, d.Room, d.Pinner = n.cl, n.cl, n.cl, n.cl
+		if n.traffic != nil {
+			d.Canaries, d.Traffic = n.cl, n.traffic
+		}
+	}
+	if n.verifier != nil {
+		d.Verifier = n.verifier
 	}
 	return d
+}
+
+// releases is the release store as reconcile drives it: with workers'
+// secretEnv files decrypted into each release.
+func (n *node) releases() reconcile.Releases {
+	r := secretenv.Releases{Store: releaseStore{n.store}}
+	if n.cfg.Secrets != nil {
+		r.IdentityFile = n.cfg.Secrets.IdentityFile
+	}
+	return r
+}
+
+// guardConfig is node.yaml's guard section for reconcile; disabled is a zero
+// interval.
+func guardConfig(g spec.Guard) reconcile.GuardConfig {
+	if g.Disabled {
+		return reconcile.GuardConfig{}
+	}
+	return reconcile.GuardConfig{
+		Interval:       g.Interval.D(),
+		UnhealthyAfter: g.UnhealthyAfter,
+		HealthyAfter:   g.HealthyAfter,
+		RestartAfter:   g.RestartAfter.D(),
+	}
 }
 
 // newSupervisor picks how workers run on this node.
@@ -152,15 +228,17 @@ func (n *node) newSupervisor() (units.Supervisor, error) {
 	if kind == "" {
 		kind = units.Detect()
 	}
-	base := units.Config{Log: n.log.With("part", "workers")}
+	base := units.Config{Log: n.log.With("part", "workers"), AllowRoot: n.cfg.Policy.AllowRoot}
 	var sup units.Supervisor
 	switch kind {
 	case units.KindSystemd:
+		// Install steps get the workers' sandbox too, in transient units.
+		n.store.RunInstallsInUnits()
 		sup = units.NewSystemd(units.SystemdConfig{
 			Config:    base,
 			Socket:    n.cfg.Systemd.Socket,
 			UnitsDir:  n.cfg.Systemd.UnitsDir,
-			StateFile: filepath.Join(n.cfg.StateDir, "units.json"),
+			StateFile: layout.New(n.cfg.StateDir).Units(),
 		})
 	case units.KindExec:
 		sup = units.NewExec(units.ExecConfig{Config: base})
@@ -182,6 +260,13 @@ func (s treeSource) Tree(ctx context.Context, rev, dir string) (fs.FS, error) {
 // releaseStore adapts artifacts to reconcile.Releases.
 type releaseStore struct{ *artifacts.Store }
 
+// The release store, with or without workers' secretEnv files, is
+// reconcile's Releases.
+var (
+	_ reconcile.Releases = releaseStore{}
+	_ reconcile.Releases = secretenv.Releases{}
+)
+
 func (s releaseStore) Prepare(ctx context.Context, rev string, specBytes []byte, sp *spec.Spec, fsys fs.FS) error {
 	_, err := s.Store.Prepare(ctx, rev, specBytes, sp, fsys)
 	return err
@@ -195,162 +280,48 @@ func (s releaseStore) SpecOf(rev string) ([]byte, error) {
 	return os.ReadFile(r.SpecFile())
 }
 
-// webServer is nginx as the rollout sees it: render the config of a spec
-// with this node's settings, test it, install it.
-type webServer struct {
-	cfg    *spec.Node
-	nginx  *nginxconf.Nginx
-	params nginxconf.Params
-	log    *slog.Logger
-}
+// The nginx server is reconcile's web server, guard drift included.
+var (
+	_ reconcile.WebServer = (*nginxconf.Server)(nil)
+	_ reconcile.WebDrift  = (*nginxconf.Server)(nil)
+)
 
-func newWebServer(cfg *spec.Node, liveDir string, log *slog.Logger) *webServer {
+// newWebServer builds the nginx server from node.yaml's nginx section;
+// trafficLog is the canary's request log ("" for none).
+func newWebServer(cfg *spec.Node, liveDir, trafficLog string, log *slog.Logger) *nginxconf.Server {
 	ng := cfg.Nginx
-	p := nginxconf.Params{
-		LiveDir:      liveDir,
-		HealthDir:    filepath.Join(cfg.StateDir, "lb"),
-		Listen:       ng.Listen,
-		HTTPSPort:    ng.HTTPSPort,
-		HealthPort:   ng.HealthPort,
-		User:         ng.User,
-		PIDFile:      ng.PIDFile,
-		Includes:     ng.Includes,
-		StatusListen: ng.StatusListen,
+	sc := nginxconf.ServerConfig{
+		Binary:         ng.Binary,
+		Config:         ng.Config,
+		Prefix:         ng.Prefix,
+		PIDFile:        ng.PIDFile,
+		Start:          ng.Start,
+		LiveDir:        liveDir,
+		HealthDir:      layout.New(cfg.StateDir).LBDir(),
+		Listen:         ng.Listen,
+		HTTPSPort:      ng.HTTPSPort,
+		HealthPort:     ng.HealthPort,
+		User:           ng.User,
+		Includes:       ng.Includes,
+		StatusListen:   ng.StatusListen,
+		TrafficLog:     trafficLog,
+		RevisionHeader: ng.RevisionHeader,
+		NodeName:       cfg.Name,
 	}
 	if observesChecks(cfg) {
-		p.HealthAccessLog = healthLogPath(cfg)
+		sc.HealthAccessLog = layout.New(cfg.StateDir).HealthLog()
 	}
 	if w := cfg.Webhook; w != nil && w.ServerName != "" {
-		p.Webhook = &nginxconf.Webhook{ServerName: w.ServerName, Path: w.Path, Upstream: w.Listen}
+		sc.Webhook = &nginxconf.Webhook{ServerName: w.ServerName, Path: w.Path, Upstream: w.Listen}
 	}
-	if ng.Prefix != "" {
-		p.ErrorLog = filepath.Join(ng.Prefix, "error.log")
-		p.TempDir = filepath.Join(ng.Prefix, "tmp")
-	}
-	return &webServer{
-		cfg:    cfg,
-		params: p,
-		log:    log,
-		nginx: &nginxconf.Nginx{
-			Binary:  ng.Binary,
-			Config:  ng.Config,
-			Prefix:  ng.Prefix,
-			PIDFile: ng.PIDFile,
-			Log:     log,
-		},
-	}
-}
-
-// tls returns the certificate pair for sp: node.yaml's, a self-signed one,
-// or drover.yaml's; empty for none.
-func (w *webServer) tls(sp *spec.Spec) (cert, key string, err error) {
-	switch t := w.cfg.Nginx.TLS; {
+	switch t := ng.TLS; {
 	case t != nil && t.SelfSigned:
-		return nginxconf.EnsureSelfSigned(filepath.Join(w.cfg.StateDir, "tls"), serverNames(sp))
+		sc.TLS = &nginxconf.ServerTLS{SelfSignedDir: filepath.Join(cfg.StateDir, "tls")}
 	case t != nil:
-		return t.Certificate, t.Key, nil
-	case sp.Nginx.TLS != nil:
-		return sp.Nginx.TLS.Certificate, sp.Nginx.TLS.Key, nil
+		sc.TLS = &nginxconf.ServerTLS{Certificate: t.Certificate, Key: t.Key}
 	}
-	return "", "", nil
-}
-
-func serverNames(sp *spec.Spec) []string {
-	seen := map[string]bool{}
-	for _, s := range sp.Sites {
-		for _, h := range s.ServerNames {
-			seen[h] = true
-		}
-	}
-	for _, wk := range sp.Workers {
-		for _, r := range wk.Routes {
-			seen[r.ServerName] = true
-		}
-	}
-	names := make([]string, 0, len(seen))
-	for h := range seen {
-		names = append(names, h)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func (w *webServer) render(sp *spec.Spec) ([]byte, error) {
-	p := w.params
-	p.Spec = sp
-	var err error
-	if p.TLSCert, p.TLSKey, err = w.tls(sp); err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	if p.TempDir != "" {
-		if err := os.MkdirAll(p.TempDir, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	return nginxconf.Render(p)
-}
-
-// Check renders sp's config beside the live one and runs nginx -t on it.
-func (w *webServer) Check(ctx context.Context, sp *spec.Spec) error {
-	conf, err := w.render(sp)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(w.nginx.Config)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cand, err := atomicfile.WriteTemp(w.nginx.Config, conf, 0o644)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(cand)
-	return w.nginx.Test(ctx, cand)
-}
-
-// Apply installs sp's config and reloads nginx, starting it first when
-// node.yaml asks drover to (development).
-func (w *webServer) Apply(ctx context.Context, sp *spec.Spec) error {
-	conf, err := w.render(sp)
-	if err != nil {
-		return err
-	}
-	if _, err := w.nginx.Install(ctx, conf); err != nil {
-		return err
-	}
-	if _, running := w.nginx.Running(); !running {
-		if !w.cfg.Nginx.Start {
-			return fmt.Errorf("nginx is not running (pid file %s); start it, or set nginx.start in node.yaml for development", w.cfg.Nginx.PIDFile)
-		}
-		return w.nginx.Start(ctx)
-	}
-	return nil
-}
-
-// siteURL is where this node's nginx serves sp's sites, for health checks.
-func (w *webServer) siteURL(sp *spec.Spec) string {
-	port := w.cfg.Nginx.HTTPSPort
-	if port == 0 {
-		port = sp.Nginx.HTTPSPort
-	}
-	host := w.cfg.Nginx.Listen
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	scheme := "https"
-	if cert, _, err := w.tls(sp); err == nil && cert == "" {
-		scheme = "http"
-	}
-	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
+	return nginxconf.NewServer(sc, log)
 }
 
 // shortRev abbreviates a commit id for people.
-func shortRev(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	if rev == "" {
-		return "(none)"
-	}
-	return strings.TrimSpace(rev)
-}
+func shortRev(rev string) string { return revid.Short(rev) }

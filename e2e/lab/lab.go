@@ -49,6 +49,9 @@ type Config struct {
 	// Spares are more nodes, networked and in the load balancer's backend
 	// (down) but not booted by Up: empty servers a test starts later.
 	Spares []string `json:"spares"`
+	// Bare names spares that boot with nginx and no drover at all: a new
+	// server that a test installs the package on.
+	Bare []string `json:"bare"`
 	// Source is a drover checkout: examples/config seeds the config repo,
 	// examples/systemd/drover.service runs the agent. Default: found by
 	// walking up from the working directory to go.mod.
@@ -68,6 +71,11 @@ type Config struct {
 	// LockExpiry is cluster.lockExpiry; default 15s (a killed holder
 	// blocks the others this long).
 	LockExpiry time.Duration `json:"lockExpiry"`
+	// Handover, when set, is written into the seeded drover.yaml as
+	// rollout.handover (the e2e scenarios name instance ports and catch
+	// steps by their journal, so they run restart where they need it);
+	// empty keeps the example's default.
+	Handover string `json:"handover"`
 	// Secret is the webhook secret; default a fixed demo value.
 	Secret string `json:"secret"`
 	// Log receives progress lines; default none.
@@ -75,12 +83,16 @@ type Config struct {
 }
 
 const (
-	portLB        = 80
-	portRedis     = 6379
-	portReplica   = 6380
-	portSentinel  = 26379 // and the next two
-	portPostgres  = 5432
-	portForge     = 8418
+	portLB       = 80
+	portRedis    = 6379
+	portReplica  = 6380
+	portSentinel = 26379 // and the next two
+	portPostgres = 5432
+	portForge    = 8418
+	portNotify   = 8419
+	// portMetrics is each node's Prometheus endpoint (metrics.listen) on
+	// its own address.
+	portMetrics   = 9469
 	masterName    = "drover"
 	webhookPath   = "/_drover/webhook"
 	webhookHost   = "deploy.example.com"

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -18,14 +20,19 @@ import (
 // balancer, over keep-alive connections, as a browser would. Every answer
 // other than the expected status, and every transport error, is a failure.
 type Load struct {
-	requests atomic.Int64
-	failed   atomic.Int64
-	mu       sync.Mutex
-	errors   map[string]int   // failure → count
-	bodies   map[string]int64 // per target: distinct answers (versions seen)
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	start    time.Time
+	requests    atomic.Int64
+	failed      atomic.Int64
+	slow        atomic.Int64
+	unnamed     atomic.Int64 // answers that named no revision
+	lostChanges atomic.Int64 // changes of revision past maxChanges
+	mu          sync.Mutex
+	errors      map[string]int   // failure → count
+	bodies      map[string]int64 // per target: distinct answers (versions seen)
+	byRev       map[string]int64 // answers by X-Drover-Revision
+	changes     map[string][]RevisionChange
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	start       time.Time
 }
 
 // Target is one kind of request of the load.
@@ -54,10 +61,35 @@ var DefaultTargets = []Target{
 type LoadResult struct {
 	Requests int64
 	Failed   int64
-	Errors   map[string]int
-	Answers  map[string]int64 // recorded answers → count
-	Took     time.Duration
+	// Slow counts the answers (good or not) that took longer than
+	// SlowAnswer: requests a hung node held, that a node which never came
+	// back would have failed.
+	Slow    int64
+	Errors  map[string]int
+	Answers map[string]int64 // recorded answers → count
+	// ByRevision counts the answers by the revision that gave them
+	// (nginx.revisionHeader's X-Drover-Revision).
+	ByRevision map[string]int64
+	// Changes lists, per node (X-Drover-Node), each time its answers
+	// came from another revision than its answer before: the first answer
+	// of the load, then every switch (and every late answer of the release
+	// before, as nginx's old workers finish theirs).
+	Changes map[string][]RevisionChange
+	// Unnamed counts the answers without X-Drover-Revision (HAProxy's own
+	// 503 when no node is up, or a node without revisionHeader), and
+	// LostChanges the changes past maxChanges: answers not checked.
+	Unnamed, LostChanges int64
+	Took                 time.Duration
 }
+
+// RevisionChange is when a node's answers began to come from Rev.
+type RevisionChange struct {
+	At  time.Time
+	Rev string
+}
+
+// maxChanges bounds the changes kept per node.
+const maxChanges = 10000
 
 func (r LoadResult) String() string {
 	var errs []string
@@ -65,14 +97,18 @@ func (r LoadResult) String() string {
 		errs = append(errs, fmt.Sprintf("%d× %s", n, e))
 	}
 	sort.Strings(errs)
-	return fmt.Sprintf("%d requests in %s (%.0f/s), %d failed %v", r.Requests, r.Took.Round(time.Millisecond),
-		float64(r.Requests)/r.Took.Seconds(), r.Failed, errs)
+	return fmt.Sprintf("%d requests in %s (%.0f/s), %d failed %v, %d slower than %s", r.Requests, r.Took.Round(time.Millisecond),
+		float64(r.Requests)/r.Took.Seconds(), r.Failed, errs, r.Slow, SlowAnswer)
 }
+
+// SlowAnswer is the time past which an answer counts as slow.
+const SlowAnswer = 3 * time.Second
 
 // StartLoad starts clients users sending targets in turn to the LB.
 func (l *Lab) StartLoad(ctx context.Context, clients int, think time.Duration, targets []Target) *Load {
 	ctx, cancel := context.WithCancel(ctx)
-	ld := &Load{errors: map[string]int{}, bodies: map[string]int64{}, cancel: cancel, start: time.Now()}
+	ld := &Load{errors: map[string]int{}, bodies: map[string]int64{}, byRev: map[string]int64{},
+		changes: map[string][]RevisionChange{}, cancel: cancel, start: time.Now()}
 	lb := l.LBAddr()
 	for i := range clients {
 		ld.wg.Add(1)
@@ -114,14 +150,23 @@ func (ld *Load) one(ctx context.Context, c *http.Client, lb string, t Target) {
 	if t.Body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	start := time.Now()
 	resp, err := c.Do(req)
 	if ctx.Err() != nil {
 		return // stopped: not a request the site failed
 	}
 	ld.requests.Add(1)
+	if time.Since(start) > SlowAnswer {
+		ld.slow.Add(1)
+	}
 	if err != nil {
 		ld.fail(t.Name + ": " + err.Error())
 		return
+	}
+	if rev := resp.Header.Get("X-Drover-Revision"); rev != "" {
+		ld.answeredBy(resp.Header.Get("X-Drover-Node"), rev, time.Now())
+	} else {
+		ld.unnamed.Add(1)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -142,6 +187,20 @@ func (ld *Load) one(ctx context.Context, c *http.Client, lb string, t Target) {
 	}
 }
 
+func (ld *Load) answeredBy(node, rev string, at time.Time) {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	ld.byRev[rev]++
+	cs := ld.changes[node]
+	if len(cs) == 0 || cs[len(cs)-1].Rev != rev {
+		if len(cs) >= maxChanges {
+			ld.lostChanges.Add(1)
+			return
+		}
+		ld.changes[node] = append(cs, RevisionChange{At: at, Rev: rev})
+	}
+}
+
 func (ld *Load) fail(what string) {
 	ld.failed.Add(1)
 	ld.mu.Lock()
@@ -153,12 +212,18 @@ func (ld *Load) fail(what string) {
 func (ld *Load) Snapshot() LoadResult {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
-	r := LoadResult{Requests: ld.requests.Load(), Failed: ld.failed.Load(), Errors: map[string]int{}, Answers: map[string]int64{}, Took: time.Since(ld.start)}
+	r := LoadResult{Requests: ld.requests.Load(), Failed: ld.failed.Load(), Slow: ld.slow.Load(), Errors: map[string]int{}, Answers: map[string]int64{}, Took: time.Since(ld.start)}
 	for k, v := range ld.errors {
 		r.Errors[k] = v
 	}
 	for k, v := range ld.bodies {
 		r.Answers[k] = v
+	}
+	r.ByRevision = maps.Clone(ld.byRev)
+	r.Unnamed, r.LostChanges = ld.unnamed.Load(), ld.lostChanges.Load()
+	r.Changes = map[string][]RevisionChange{}
+	for n, cs := range ld.changes {
+		r.Changes[n] = slices.Clone(cs)
 	}
 	return r
 }

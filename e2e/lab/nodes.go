@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,14 +21,20 @@ type Node struct {
 	name string
 	addr string
 	sys  *sysnode.Node
+	// bare: booted without drover (Config.Bare).
+	bare bool
 }
 
 func (l *Lab) newNode(name string, i int) (*Node, error) {
-	n := &Node{lab: l, name: name, addr: l.ip(11 + i)}
+	n := &Node{lab: l, name: name, addr: l.ip(11 + i), bare: slices.Contains(l.cfg.Bare, name)}
+	enable := []string{"nginx.service", "drover.service"}
+	if n.bare {
+		enable = enable[:1]
+	}
 	sys, err := sysnode.New(filepath.Join(l.cfg.Dir, "nodes", name), l.cgroupGroup(), sysnode.Options{
 		Name:      name,
 		NetNS:     "/run/netns/" + l.netns(name),
-		Enable:    []string{"nginx.service", "drover.service"},
+		Enable:    enable,
 		Hosts:     fmt.Sprintf("%s\tinfra\n", l.InfraIP()),
 		TmpfsSize: "1g",
 		Persist:   true,
@@ -56,6 +64,9 @@ func (n *Node) prepare() error {
 	if err := n.sys.Prepare(); err != nil {
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
+	if n.bare {
+		return nil // a new server: whoever boots it installs drover
+	}
 	bin, err := os.ReadFile(n.lab.cfg.Drover)
 	if err != nil {
 		return err
@@ -83,6 +94,23 @@ func (n *Node) prepare() error {
 	return nil
 }
 
+// InitCommand is the shell command that makes this node's node.yaml with
+// `drover init`, from the lab's settings as an operator would type them (the
+// webhook secret on stdin), for a bare node that installed the package.
+func (n *Node) InitCommand() string {
+	l := n.lab
+	args := []string{"drover", "init", "--name", n.name, "--repo", l.RepoURL(), "--branch", "main",
+		"--cluster-name", "lab", "--sentinel", strings.Join(l.SentinelAddrs(), ","), "--master-name", masterName,
+		"--lb-driver", "healthcheck", "--lb-check-interval", checkInterval.String(),
+		"--lb-unhealthy-threshold", strconv.Itoa(checkFall), "--lb-healthy-threshold", strconv.Itoa(checkRise),
+		"--webhook-secret", "-", "--webhook-server-name", webhookHost, "--webhook-provider", "gitea",
+		"--dsn", l.PostgresDSN()}
+	for i, a := range args {
+		args[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return fmt.Sprintf("printf '%%s\\n' '%s' | %s", l.cfg.Secret, strings.Join(args, " "))
+}
+
 // nodeYAML is the node's /etc/drover/node.yaml: a server's, with the lab's
 // addresses.
 func (n *Node) nodeYAML() string {
@@ -96,6 +124,7 @@ repo:
   pollInterval: %[3]s
 nginx:
   tls: {selfSigned: true}   # the lab has no real certificates
+  revisionHeader: true      # every answer names its revision and node (the scenarios check them)
 supervisor: systemd
 cluster:
   name: lab
@@ -113,10 +142,78 @@ lb:
   healthcheck: {interval: %[9]s, unhealthyThreshold: %[10]d, healthyThreshold: %[11]d}
 database:
   dsnFile: /etc/drover/db.dsn
+metrics:
+  listen: %[12]s            # the lab's private network: the host scrapes it
+notify:
+  webhooks: [{url: "%[13]s"}]   # the lab's receiver (drover-lab status shows what it got)
+  timeout: 2s
 log: {level: info, format: text}
 `, n.name, l.RepoURL(), l.cfg.PollInterval, strings.Join(l.SentinelAddrs(), ", "), masterName, l.cfg.LockExpiry,
-		webhookPath, webhookHost, checkInterval, checkFall, checkRise)
+		webhookPath, webhookHost, checkInterval, checkFall, checkRise, n.MetricsAddr(), l.NotifyURL())
 }
+
+// Partition cuts the node off from the lab's Redis, Sentinels and forge
+// (a policy-routing blackhole for their ports in its namespace), while the
+// load balancer still reaches it and it still reaches PostgreSQL: the
+// network fault a node can survive while serving. Heal undoes it.
+func (n *Node) Partition() error {
+	for _, port := range partitionPorts {
+		if err := ip("-n", n.lab.netns(n.name), "rule", "add", "priority", "100", "ipproto", "tcp", "dport", port, "blackhole"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CanReachRedis reports whether the node can open a TCP connection to the
+// lab's Redis master port (false while partitioned).
+func (n *Node) CanReachRedis(ctx context.Context) bool {
+	_, err := n.Run(ctx, "timeout", "3", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", n.lab.InfraIP(), portRedis))
+	return err == nil
+}
+
+// Heal ends a Partition.
+func (n *Node) Heal() error {
+	var last error
+	for _, port := range partitionPorts {
+		if err := ip("-n", n.lab.netns(n.name), "rule", "del", "priority", "100", "ipproto", "tcp", "dport", port, "blackhole"); err != nil {
+			last = err
+		}
+	}
+	return last
+}
+
+var partitionPorts = []string{
+	strconv.Itoa(portRedis), strconv.Itoa(portReplica),
+	strconv.Itoa(portSentinel), strconv.Itoa(portSentinel + 1), strconv.Itoa(portSentinel + 2),
+	strconv.Itoa(portForge),
+}
+
+// JournalEntry is the node's rollout journal (STATE/journal.json), read from its
+// disk: the change in flight, or ok false when none is.
+func (n *Node) JournalEntry() (to, step string, ok bool) {
+	b, err := os.ReadFile(n.sys.Path("/var/lib/drover/journal.json"))
+	if err != nil {
+		return "", "", false
+	}
+	var e struct{ To, Step string }
+	if json.Unmarshal(b, &e) != nil {
+		return "", "", false
+	}
+	return e.To, e.Step, true
+}
+
+// KillAgent SIGKILLs the node's drover agent (systemd restarts it).
+func (n *Node) KillAgent(ctx context.Context) error {
+	out, err := n.Run(ctx, "systemctl", "kill", "--signal=SIGKILL", "drover.service")
+	if err != nil {
+		return fmt.Errorf("kill the agent on %s: %w: %s", n.name, err, out)
+	}
+	return nil
+}
+
+// MetricsAddr is host:port of the node's Prometheus endpoint.
+func (n *Node) MetricsAddr() string { return fmt.Sprintf("%s:%d", n.addr, portMetrics) }
 
 // Start boots the node (again: its disk survives Kill).
 func (n *Node) Start(ctx context.Context) error {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,6 +32,19 @@ func (l *Lab) repoUp(ctx context.Context) error {
 	}
 	if out, err := exec.CommandContext(ctx, "cp", "-a", filepath.Join(l.cfg.Source, "examples", "config"), work).CombinedOutput(); err != nil {
 		return fmt.Errorf("copy examples/config: %w: %s", err, out)
+	}
+	if l.cfg.Handover != "" {
+		f := filepath.Join(work, "drover.yaml")
+		b, err := os.ReadFile(f)
+		if err == nil {
+			var spec string
+			if spec, err = SetRollout(string(b), "handover", l.cfg.Handover); err == nil {
+				err = os.WriteFile(f, []byte(spec), 0o644)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("seed rollout.handover: %w", err)
+		}
 	}
 	steps := [][]string{
 		{"init", "-q", "-b", "main"},
@@ -99,4 +113,27 @@ func (l *Lab) Commit(ctx context.Context, msg string, files map[string]string) (
 func (l *Lab) ReadWork(p string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(l.cfg.Work, p))
 	return string(b), err
+}
+
+// SetRollout returns spec (a drover.yaml whose rollout: block is in block
+// style) with rollout.key set to value, or without it when value is "".
+func SetRollout(spec, key, value string) (string, error) {
+	var lines []string
+	found := false
+	for _, line := range strings.Split(spec, "\n") {
+		if strings.HasPrefix(line, "  "+key+":") {
+			continue
+		}
+		lines = append(lines, line)
+		if line == "rollout:" {
+			found = true
+			if value != "" {
+				lines = append(lines, "  "+key+": "+value)
+			}
+		}
+	}
+	if !found {
+		return "", errors.New("drover.yaml has no rollout: block")
+	}
+	return strings.Join(lines, "\n"), nil
 }

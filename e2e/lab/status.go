@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/drover-dev/drover/cluster"
 )
 
 // ClusterStatus is `drover status -o json` of the cluster, as one node's
@@ -19,6 +21,12 @@ type ClusterStatus struct {
 		Since  time.Time `json:"since"`
 		Error  string    `json:"error"`
 		Alive  bool      `json:"alive"`
+		// Health is the guard's verdict (healthy, failing, out, degraded).
+		Health      string    `json:"health"`
+		HealthWhy   string    `json:"healthWhy"`
+		HealthSince time.Time `json:"healthSince"`
+		// Canary is the canary the node runs or waits for, in one line.
+		Canary string `json:"canary"`
 	} `json:"nodes"`
 	LockHolders []any `json:"lockHolders"`
 	Halted      []struct {
@@ -43,6 +51,17 @@ func (s *ClusterStatus) HaltReason(rev string) string {
 		}
 	}
 	return ""
+}
+
+// Events reads the last n events of the cluster's event stream from Redis
+// (through Sentinel, as the agents do): each node's steps with their times.
+func (l *Lab) Events(ctx context.Context, n int) ([]cluster.Event, error) {
+	c, err := cluster.Open(ctx, cluster.Config{SentinelAddrs: l.SentinelAddrs(), MasterName: masterName, Cluster: "lab"}, "e2e-observer", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Events(ctx, n)
 }
 
 // Status asks the first running node's drover for the cluster's status.

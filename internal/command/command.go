@@ -23,6 +23,9 @@ type Cmd struct {
 	Env []string
 	// Timeout bounds the run in addition to ctx; 0 means only ctx.
 	Timeout time.Duration
+	// Credential runs the program as another user (an install step is not
+	// root); nil keeps the caller's.
+	Credential *syscall.Credential
 }
 
 // Error is a failed run: it did not start, exited non-zero, or timed out.
@@ -76,7 +79,7 @@ func Run(ctx context.Context, c Cmd) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.Credential}
 	cmd.Cancel = func() error {
 		// Kill the whole group: the program and its children.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -10,6 +10,7 @@
 //	drover-lab kill NODE|SERVICE   kill a node (a lost server) or an infra service
 //	drover-lab start NODE|SERVICE  boot a node again, or restart a service
 //	drover-lab forge [flags]       the git forge (run by the lab itself)
+//	drover-lab receiver [flags]    the notification receiver (run by the lab itself)
 package main
 
 import (
@@ -79,6 +80,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		f.Log = log.New(os.Stderr, "forge: ", log.LstdFlags|log.Lmicroseconds)
 		return f.Run(ctx)
+	case "receiver":
+		var r lab.Receiver
+		fs.StringVar(&r.Listen, "listen", "", "host:port")
+		fs.StringVar(&r.Out, "out", "", "file the notifications are appended to, one JSON line each")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		r.Log = log.New(os.Stderr, "notify: ", log.LstdFlags|log.Lmicroseconds)
+		return r.Run(ctx)
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -143,8 +153,12 @@ The agents are putting the example live, one node at a time (about a minute).
     git commit -qam "feedback-api v2"
     watch -n1 %s
   A node's agent log:   %s exec n1 journalctl -fu drover
+  A node's metrics:     curl -s http://%s/metrics | grep ^drover_
+  Notifications sent:   curl -s %s   (the last few are in status too)
+  History:              %s exec n1 drover history
   Stop it all:          make demo-stop
-`, len(l.Nodes()), lb, host, host, labCmd("status"), l.Work(), labCmd("status"), labCmd(""))
+`, len(l.Nodes()), lb, host, host, labCmd("status"), l.Work(), labCmd("status"), labCmd(""),
+		l.Nodes()[0].MetricsAddr(), l.NotifyURL(), labCmd(""))
 }
 
 func labCmd(sub string) string {
@@ -176,6 +190,12 @@ func status(ctx context.Context, out io.Writer, l *lab.Lab) error {
 		fmt.Fprintf(out, "\nload balancer:\n")
 		for _, s := range lbState {
 			fmt.Fprintf(out, "  %-4s %s\n", s.Name, s.State)
+		}
+	}
+	if ns, err := l.Notifications(); err == nil && len(ns) > 0 {
+		fmt.Fprintf(out, "\nnotifications (the lab's receiver, last %d of %d):\n", min(5, len(ns)), len(ns))
+		for _, n := range ns[max(0, len(ns)-5):] {
+			fmt.Fprintf(out, "  %s %-18s %s\n", n.Time.Local().Format(time.TimeOnly), n.Event, n.Text)
 		}
 	}
 	if first != nil {

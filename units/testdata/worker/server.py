@@ -29,6 +29,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = json.dumps({
                 "version": version,
                 "cwd": os.getcwd(),
+                # Under systemd the bundle is bound into the sandbox at the
+                # live path, so the directory is told by its identity.
+                "cwdID": "%d:%d" % (os.stat(".").st_dev, os.stat(".").st_ino),
                 "argv": sys.argv[1:],
                 "env": dict(os.environ),
                 "pid": os.getpid(),

@@ -1,6 +1,5 @@
-package main
-
-// The agent's share of the drover binary in memory.
+// Package binpages releases the agent's share of the drover binary in
+// memory when the agent is idle.
 //
 // drover is one ~19 MB binary (go-git, pgx, go-redis, godo, x/crypto, ...),
 // of which ~18 MB are loaded: code (text), read-only data (rodata, pclntab)
@@ -47,6 +46,7 @@ package main
 // they settled (a rollout ran code the idle loop does not use).
 // DROVER_KEEP_BINARY_PAGES=1 turns all of this off. docs/benchmarks.md has
 // the figures with and without it.
+package binpages
 
 import (
 	"context"
@@ -61,9 +61,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// keepBinaryPagesEnv, set to anything but "" or "0", keeps the binary's
-// pages as the kernel maps them.
-const keepBinaryPagesEnv = "DROVER_KEEP_BINARY_PAGES"
+// KeepEnv, set to anything but "" or "0", keeps the binary's pages as the
+// kernel maps them.
+const KeepEnv = "DROVER_KEEP_BINARY_PAGES"
 
 const (
 	// pageCheckEvery is how often the agent reads how much of the binary
@@ -77,11 +77,11 @@ const (
 	regrowth = 2 << 20
 )
 
-// releaseBinaryPagesWhenIdle runs until ctx ends, releasing the binary's
+// ReleaseWhenIdle runs until ctx ends, releasing the binary's
 // pages when releasePolicy says so.
-func releaseBinaryPagesWhenIdle(ctx context.Context, log *slog.Logger) {
-	if v := os.Getenv(keepBinaryPagesEnv); v != "" && v != "0" {
-		log.Debug("keeping the binary's pages", "env", keepBinaryPagesEnv)
+func ReleaseWhenIdle(ctx context.Context, log *slog.Logger) {
+	if v := os.Getenv(KeepEnv); v != "" && v != "0" {
+		log.Debug("keeping the binary's pages", "env", KeepEnv)
 		return
 	}
 	t := time.NewTicker(pageCheckEvery)

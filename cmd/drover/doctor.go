@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/drover-dev/drover/doctor"
+	"github.com/drover-dev/drover/spec"
+)
+
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("doctor", stderr)
+	config := fs.String("config", spec.DefaultNodeFile, "node config file")
+	timeout := fs.Duration("timeout", 5*time.Second, "bound on each check")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: drover doctor [--config node.yaml]\n\n"+
+			"Checks what this node's agent will need, in a few seconds, and prints one line per check,\n"+
+			"pass, warn or fail, with the fix: nginx, systemd, the repo with these credentials, the branch,\n"+
+			"drover.yaml at its head, Redis/Sentinel and the clock, the load balancer's credentials, the\n"+
+			"database (not through transaction pooling), the webhook secret, disk space, ports.\n"+
+			"Changes nothing. Exit 0 when nothing failed, 1 otherwise.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"unexpected arguments"}
+	}
+	cfg, err := spec.LoadNode(*config)
+	if err != nil {
+		printResult(stdout, doctor.Result{Check: "node.yaml", Status: doctor.Fail, Detail: err.Error(),
+			Fix: "write it with drover init, or fix the fields named above"})
+		return exitError{exitFailure}
+	}
+	// go-redis logs each failed dial to stderr; doctor's own line says it.
+	redis.SetLogger(quietRedis{})
+	start := time.Now()
+	rs := append([]doctor.Result{{Check: "node.yaml", Status: doctor.Pass, Detail: *config + " is valid (node " + cfg.Name + ")"}},
+		doctor.Run(ctx, doctor.Config{Node: cfg, LB: lbConfig(cfg), Timeout: *timeout})...)
+	for _, r := range rs {
+		printResult(stdout, r)
+	}
+	failed := doctor.Failed(rs)
+	verdict := "ready"
+	if failed {
+		verdict = "not ready"
+	}
+	fmt.Fprintf(stdout, "%s: %s (%s)\n", cfg.Name, verdict, time.Since(start).Round(10*time.Millisecond))
+	if failed {
+		return exitError{exitFailure}
+	}
+	return nil
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// printResult writes "STATUS CHECK: detail" and, unless it passed, an
+// indented "fix:" line; a detail of several lines is indented under it.
+func printResult(w io.Writer, r doctor.Result) {
+	detail := strings.ReplaceAll(strings.TrimSpace(r.Detail), "\n", "\n      ")
+	fmt.Fprintf(w, "%-4s  %s: %s\n", r.Status, r.Check, detail)
+	if r.Status != doctor.Pass && r.Fix != "" {
+		fmt.Fprintf(w, "      fix: %s\n", r.Fix)
+	}
+}

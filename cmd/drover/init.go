@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/spec"
+)
+
+// cmdInit writes this node's node.yaml from flags, so that setting up a
+// server is one command rather than an edit of the README's table. Secrets
+// given as values are written to 0600 files beside node.yaml (node.yaml
+// only names them: secrets are never inline). The file is parsed by the
+// same spec.ParseNode the agent uses before anything is written; existing
+// files are kept unless --force.
+func cmdInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	return runInit(args, os.Stdin, stdout, stderr)
+}
+
+// initFlags are drover init's flags; each secret has a *File flag naming an
+// existing file and a value flag whose value is written to a new file.
+type initFlags struct {
+	config, name, repo, branch, repoDir string
+	tokenUser, sshKey, knownHosts       string
+	clusterName, masterName             string
+	redis, sentinels                    listFlag
+	lbDriver, doLB                      string
+	haproxySocket, haproxyBackend       string
+	haproxyServer                       string
+	lbInterval                          time.Duration
+	lbUnhealthy, lbHealthy              int
+	webhookListen, webhookServerName    string
+	webhookProvider                     string
+	tlsCert, tlsKey                     string
+	force                               bool
+	secrets                             []*secretFlag
+}
+
+// secretFlag is one secret: --X-file PATH names a file that holds it;
+// --X VALUE (or --X - to read one line from stdin, which keeps it out of
+// the shell history and ps) makes drover init write it to dir/fileName.
+type secretFlag struct {
+	flag, fileName string
+	file, value    string
+}
+
+// listFlag collects a repeatable flag; each use may also be comma-separated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+func runInit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("init", stderr)
+	var f initFlags
+	fs.StringVar(&f.config, "config", spec.DefaultNodeFile, "node config file to write")
+	fs.StringVar(&f.name, "name", "", "this node's name in the cluster (required)")
+	fs.StringVar(&f.repo, "repo", "", "config repo URL: https://…, ssh://…, git@host:path (required)")
+	fs.StringVar(&f.branch, "branch", "main", "the branch to follow")
+	fs.StringVar(&f.repoDir, "repo-dir", "", "directory of the repo holding drover.yaml (default: the root)")
+	fs.StringVar(&f.tokenUser, "repo-token-user", "", "user name sent with the HTTPS token (default x-access-token)")
+	fs.StringVar(&f.sshKey, "ssh-key-file", "", "SSH private key for ssh URLs")
+	fs.StringVar(&f.knownHosts, "known-hosts-file", "", "known_hosts for ssh URLs (required with --ssh-key-file)")
+	fs.Var(&f.redis, "redis", "Redis host:port (repeat, or comma-separate, for independent Redlock masters)")
+	fs.Var(&f.sentinels, "sentinel", "Redis Sentinel host:port (repeat or comma-separate; with --master-name)")
+	fs.StringVar(&f.masterName, "master-name", "", "the master's name in Sentinel")
+	fs.StringVar(&f.clusterName, "cluster-name", "", "separates clusters sharing one Redis (default \"default\")")
+	fs.StringVar(&f.lbDriver, "lb-driver", "", "none, healthcheck, haproxy or digitalocean (default: digitalocean with --do-lb-id, haproxy with --haproxy-socket, else none)")
+	fs.StringVar(&f.doLB, "do-lb-id", "", "DigitalOcean load balancer ID")
+	fs.StringVar(&f.haproxySocket, "haproxy-socket", "", "HAProxy runtime API: socket path or host:port")
+	fs.StringVar(&f.haproxyBackend, "haproxy-backend", "", "HAProxy backend of this node's server")
+	fs.StringVar(&f.haproxyServer, "haproxy-server", "", "this node's server in the backend (default: --name)")
+	fs.DurationVar(&f.lbInterval, "lb-check-interval", 0, "the LB's health-check interval (healthcheck driver; default 10s)")
+	fs.IntVar(&f.lbUnhealthy, "lb-unhealthy-threshold", 0, "the LB's unhealthy threshold (default 3)")
+	fs.IntVar(&f.lbHealthy, "lb-healthy-threshold", 0, "the LB's healthy threshold (default 2)")
+	fs.StringVar(&f.webhookListen, "webhook-listen", "127.0.0.1:9095", "the push webhook receiver's address (with a webhook secret)")
+	fs.StringVar(&f.webhookServerName, "webhook-server-name", "", "host name on which nginx routes /_drover/webhook to the receiver")
+	fs.StringVar(&f.webhookProvider, "webhook-provider", "", "github, gitlab, gitea, forgejo or bitbucket (default: any)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "this node's TLS certificate (overrides drover.yaml's)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "this node's TLS key (with --tls-cert)")
+	fs.BoolVar(&f.force, "force", false, "replace node.yaml and secret files that exist")
+	secret := func(name, fileName, what string) *secretFlag {
+		s := &secretFlag{flag: name, fileName: fileName}
+		fs.StringVar(&s.file, name+"-file", "", "file holding "+what)
+		fs.StringVar(&s.value, name, "", what+", written to a 0600 file "+fileName+" beside node.yaml (- reads it from stdin)")
+		f.secrets = append(f.secrets, s)
+		return s
+	}
+	token := secret("repo-token", "repo.token", "the HTTPS access token of the config repo")
+	redisPW := secret("redis-password", "redis.password", "the Redis password")
+	sentinelPW := secret("sentinel-password", "sentinel.password", "the Sentinels' password")
+	doToken := secret("do-token", "do.token", "the DigitalOcean API token")
+	hook := secret("webhook-secret", "webhook.secret", "the push webhook's shared secret")
+	dsn := secret("dsn", "db.dsn", "the PostgreSQL URL that migrations run against")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: drover init [--config PATH] --name NAME --repo URL [--branch B] [flags]\n\n"+
+			"Writes this node's node.yaml (default %s) from the flags and checks it as the agent would.\n"+
+			"Secrets are never written into node.yaml: give a file that holds one (--dsn-file F), or its value\n"+
+			"(--dsn -, read from stdin; or --dsn VALUE), which is written to a 0600 file beside node.yaml.\n"+
+			"Existing files are kept (exit 1) unless --force. Then run drover doctor.\n\n", spec.DefaultNodeFile)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if f.name == "" || f.repo == "" {
+		return usageError{"--name and --repo are required"}
+	}
+	dir, err := filepath.Abs(filepath.Dir(f.config))
+	if err != nil {
+		return err
+	}
+	stdinUsed := ""
+	for _, s := range f.secrets {
+		if set[s.flag] && set[s.flag+"-file"] {
+			return usageError{fmt.Sprintf("give --%s or --%s-file, not both", s.flag, s.flag+"-file")}
+		}
+		if set[s.flag] && s.value == "-" {
+			if stdinUsed != "" {
+				return usageError{fmt.Sprintf("--%s - and --%s - both read stdin; give one as a file", stdinUsed, s.flag)}
+			}
+			stdinUsed = s.flag
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read --%s from stdin: %w", s.flag, err)
+			}
+			s.value = strings.TrimRight(line, "\r\n")
+		}
+		if set[s.flag] && s.value == "" {
+			return usageError{fmt.Sprintf("--%s is empty", s.flag)}
+		}
+	}
+	// Where each secret lives: its own file, or one drover init writes.
+	path := func(s *secretFlag) string {
+		switch {
+		case s.file != "":
+			return s.file
+		case s.value != "":
+			return filepath.Join(dir, s.fileName)
+		}
+		return ""
+	}
+	// A secret that node.yaml would not name is a mistake, not a file to
+	// leave lying around.
+	for _, u := range []struct {
+		s    *secretFlag
+		used bool
+		why  string
+	}{
+		{redisPW, len(f.redis) > 0 || len(f.sentinels) > 0, "--redis or --sentinel"},
+		{sentinelPW, len(f.sentinels) > 0, "--sentinel"},
+		{doToken, f.lbDriver == "" || f.lbDriver == "digitalocean", "the digitalocean driver"},
+	} {
+		if path(u.s) != "" && !u.used {
+			return usageError{fmt.Sprintf("--%s is used only with %s", u.s.flag, u.why)}
+		}
+	}
+	doc := initDoc(&f, set, path(token), path(redisPW), path(sentinelPW), path(doToken), path(hook), path(dsn))
+	var buf strings.Builder
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	data := append([]byte(fmt.Sprintf("# %s: this node's drover settings, written by drover init.\n"+
+		"# Every field: README.md, node.yaml reference; check with drover doctor.\n", filepath.Base(f.config))), buf.String()...)
+	// Validate before anything is written: a bad flag changes nothing.
+	if _, err := spec.ParseNode(f.config, data, dir); err != nil {
+		return fmt.Errorf("the flags make an invalid node.yaml (nothing written):\n%w", err)
+	}
+	type write struct {
+		path string
+		data []byte
+	}
+	var writes []write
+	for _, s := range f.secrets {
+		if s.value != "" {
+			writes = append(writes, write{path(s), []byte(s.value + "\n")})
+		} else if s.file != "" {
+			if _, err := os.Stat(s.file); err != nil {
+				fmt.Fprintf(stderr, "drover init: warning: --%s-file: %v (drover doctor will fail until it exists)\n", s.flag, err)
+			}
+		}
+	}
+	writes = append(writes, write{f.config, data})
+	if !f.force {
+		for _, w := range writes {
+			if _, err := os.Lstat(w.path); err == nil {
+				return fmt.Errorf("%s exists; nothing written (--force replaces it)", w.path)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("check %s: %w", w.path, err)
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	// Secrets first, node.yaml last: a node.yaml never names a file that
+	// was not written.
+	for _, w := range writes {
+		if err := atomicfile.WriteFile(w.path, w.data, 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", w.path)
+	}
+	fmt.Fprintf(stdout, "next: drover doctor --config %s\n", f.config)
+	return nil
+}
+
+// The documents drover init writes: node.yaml's fields it sets, in the
+// order of the README's reference, and nothing else (every other field
+// keeps its default).
+type (
+	initNode struct {
+		Name     string        `yaml:"name"`
+		Repo     initRepo      `yaml:"repo"`
+		Nginx    *initNginx    `yaml:"nginx,omitempty"`
+		Cluster  *initCluster  `yaml:"cluster,omitempty"`
+		Webhook  *initWebhook  `yaml:"webhook,omitempty"`
+		LB       *initLB       `yaml:"lb,omitempty"`
+		Database *initDatabase `yaml:"database,omitempty"`
+	}
+	initRepo struct {
+		URL            string `yaml:"url"`
+		Branch         string `yaml:"branch"`
+		Dir            string `yaml:"dir,omitempty"`
+		TokenFile      string `yaml:"tokenFile,omitempty"`
+		TokenUser      string `yaml:"tokenUser,omitempty"`
+		SSHKeyFile     string `yaml:"sshKeyFile,omitempty"`
+		KnownHostsFile string `yaml:"knownHostsFile,omitempty"`
+	}
+	initWebhook struct {
+		Listen     string `yaml:"listen"`
+		ServerName string `yaml:"serverName,omitempty"`
+		SecretFile string `yaml:"secretFile"`
+		Provider   string `yaml:"provider,omitempty"`
+	}
+	initNginx struct {
+		TLS initTLS `yaml:"tls"`
+	}
+	initTLS struct {
+		Certificate string `yaml:"certificate"`
+		Key         string `yaml:"key"`
+	}
+	initCluster struct {
+		Name                 string   `yaml:"name,omitempty"`
+		Redis                []string `yaml:"redis,omitempty,flow"`
+		Sentinels            []string `yaml:"sentinels,omitempty,flow"`
+		MasterName           string   `yaml:"masterName,omitempty"`
+		PasswordFile         string   `yaml:"passwordFile,omitempty"`
+		SentinelPasswordFile string   `yaml:"sentinelPasswordFile,omitempty"`
+	}
+	initLB struct {
+		Driver       string           `yaml:"driver"`
+		HealthCheck  *initHealthCheck `yaml:"healthcheck,omitempty"`
+		HAProxy      *spec.LBHAProxy  `yaml:"haproxy,omitempty"`
+		DigitalOcean *initDO          `yaml:"digitalocean,omitempty"`
+	}
+	initHealthCheck struct {
+		Interval           string `yaml:"interval,omitempty"`
+		UnhealthyThreshold int    `yaml:"unhealthyThreshold,omitempty"`
+		HealthyThreshold   int    `yaml:"healthyThreshold,omitempty"`
+	}
+	initDO struct {
+		LoadBalancerID string `yaml:"loadBalancerID"`
+		TokenFile      string `yaml:"tokenFile"`
+	}
+	initDatabase struct {
+		DSNFile string `yaml:"dsnFile"`
+	}
+)
+
+func initDoc(f *initFlags, set map[string]bool, token, redisPW, sentinelPW, doToken, hook, dsn string) initNode {
+	n := initNode{Name: f.name, Repo: initRepo{
+		URL: f.repo, Branch: f.branch, Dir: f.repoDir, TokenFile: token, TokenUser: f.tokenUser,
+		SSHKeyFile: f.sshKey, KnownHostsFile: f.knownHosts,
+	}}
+	if f.tlsCert != "" || f.tlsKey != "" {
+		n.Nginx = &initNginx{TLS: initTLS{Certificate: f.tlsCert, Key: f.tlsKey}}
+	}
+	if len(f.redis) > 0 || len(f.sentinels) > 0 || f.masterName != "" {
+		n.Cluster = &initCluster{Name: f.clusterName, Redis: f.redis, Sentinels: f.sentinels, MasterName: f.masterName,
+			PasswordFile: redisPW, SentinelPasswordFile: sentinelPW}
+	}
+	if hook != "" || f.webhookServerName != "" {
+		n.Webhook = &initWebhook{Listen: f.webhookListen, ServerName: f.webhookServerName, SecretFile: hook, Provider: f.webhookProvider}
+	}
+	driver := f.lbDriver
+	if driver == "" {
+		switch {
+		case f.doLB != "":
+			driver = "digitalocean"
+		case f.haproxySocket != "":
+			driver = "haproxy"
+		}
+	}
+	if driver != "" && driver != "none" {
+		lb := &initLB{Driver: driver}
+		if set["lb-check-interval"] || set["lb-unhealthy-threshold"] || set["lb-healthy-threshold"] {
+			lb.HealthCheck = &initHealthCheck{UnhealthyThreshold: f.lbUnhealthy, HealthyThreshold: f.lbHealthy}
+			if f.lbInterval > 0 {
+				lb.HealthCheck.Interval = f.lbInterval.String()
+			}
+		}
+		if driver == "haproxy" || f.haproxySocket != "" {
+			server := f.haproxyServer
+			if server == "" {
+				server = f.name
+			}
+			lb.HAProxy = &spec.LBHAProxy{Socket: f.haproxySocket, Backend: f.haproxyBackend, Server: server}
+		}
+		if driver == "digitalocean" || f.doLB != "" || doToken != "" {
+			lb.DigitalOcean = &initDO{LoadBalancerID: f.doLB, TokenFile: doToken}
+		}
+		n.LB = lb
+	}
+	if dsn != "" {
+		n.Database = &initDatabase{DSNFile: dsn}
+	}
+	return n
+}
