@@ -12,6 +12,7 @@ import (
 
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
+	"github.com/drover-dev/drover/nodestate"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -183,11 +184,11 @@ type historyRecorder struct {
 	signer func(rev string) string
 	log    *slog.Logger
 
-	// known: revisions whose commit details this recorder wrote;
-	// drainedAt: when the node left the LB (one rollout at a time).
-	// Rollout goroutine only.
-	known     map[string]bool
-	drainedAt time.Time
+	// known: revisions whose commit details this recorder wrote; turn:
+	// the node's turn so far, the same reading of the statuses as the
+	// metrics' and the alerts'. Rollout goroutine only.
+	known map[string]bool
+	turn  nodestate.TurnTracker
 	// pending are the writes that failed, oldest first (do).
 	pending []func(context.Context) error
 }
@@ -212,51 +213,45 @@ func (h *historyRecorder) observe(ctx context.Context, prev, cur reconcile.Statu
 		}
 		h.do(ctx, func(ctx context.Context) error { return h.hist.Seen(ctx, meta) })
 	}
-	if cur.Step == reconcile.StepDraining && prev.Step != reconcile.StepDraining {
-		h.drainedAt = now
-	}
-	if prev.Step == cur.Step && prev.Target == cur.Target && prev.Rev == cur.Rev {
+	if end, ok := h.turn.Observe(prev, cur, now); ok {
+		h.record(ctx, end, now)
 		return
 	}
-	target := prev.Target
-	if cur.Target != "" {
-		target = cur.Target
-	}
-	// Back in the LB: idle, or failed after the rollback (a failed check
-	// is reported failed on the bad release first, then rolled back).
-	var drained time.Duration
-	back := cur.Step == reconcile.StepIdle || cur.Step == reconcile.StepFailed && prev.Step == reconcile.StepRollingBack
-	if !h.drainedAt.IsZero() && back {
-		drained = now.Sub(h.drainedAt)
-		h.drainedAt = time.Time{}
-	}
-	switch {
-	case cur.Step == reconcile.StepIdle && prev.Target != "" && cur.Rev == prev.Target:
+	// A revision refused before the node left the LB (a bad spec or
+	// artifact at prepare, a failed migration): the node never switched,
+	// so its run is a failure with nothing rolled back. A check that
+	// failed on the new release is not recorded here: the turn's end
+	// (rolled back, or the way back failing too) says what became of it.
+	if cur.Step == reconcile.StepFailed && cur.Target != "" && cur.Rev != cur.Target &&
+		prev.Step != reconcile.StepRollingBack && prev.Step != cur.Step {
 		h.do(ctx, func(ctx context.Context) error {
-			return h.hist.Node(ctx, cur.Rev, cluster.NodeRun{Node: h.node, Live: now, Drained: drained, From: prev.Rev})
-		})
-	case cur.Step == reconcile.StepFailed && cur.Target != "":
-		// Rolled back only when it had switched: the overlap halts a
-		// release whose instances never got healthy before the drain,
-		// with the node still on (and serving) the release it had.
-		rolledBack := cur.Rev != "" && cur.Rev != cur.Target && prev.Step != reconcile.StepStarting
-		h.do(ctx, func(ctx context.Context) error {
-			return h.hist.Node(ctx, cur.Target, cluster.NodeRun{Node: h.node, Failed: now, Error: cur.Error, RolledBack: rolledBack, From: fromOf(rolledBack, cur.Rev), Drained: drained})
-		})
-	case cur.Step == reconcile.StepIdle && prev.Step == reconcile.StepRollingBack && prev.Target != "" && cur.Error != "":
-		// A lost lock: the node went back to the release it left; the
-		// revision is not halted and will be tried again.
-		h.do(ctx, func(ctx context.Context) error {
-			return h.hist.Node(ctx, target, cluster.NodeRun{Node: h.node, Failed: now, Error: cur.Error, RolledBack: true, From: cur.Rev, Drained: drained})
+			return h.hist.Node(ctx, cur.Target, cluster.NodeRun{Node: h.node, Failed: now, Error: cur.Error})
 		})
 	}
 }
 
-func fromOf(rolledBack bool, rev string) string {
-	if rolledBack {
-		return rev
+// record writes the run of a turn that ended. A turn that ended with no
+// rollout (an error while preparing or waiting) leaves no run: the
+// revision is tried again, or its halt is recorded by halt.
+func (h *historyRecorder) record(ctx context.Context, end nodestate.TurnEnd, now time.Time) {
+	if end.Target == "" {
+		return
 	}
-	return ""
+	run := cluster.NodeRun{Node: h.node, Drained: end.Drained, Error: end.Error}
+	switch end.Outcome {
+	case nodestate.TurnLive:
+		run.Live, run.From, run.Error = now, end.From, ""
+	case nodestate.TurnRolledBack, nodestate.TurnLockLost:
+		// The lock lost: the node went back to the release it left and
+		// will try the revision again; the old release did not go live
+		// anew, so nothing is recorded for it.
+		run.Failed, run.RolledBack, run.From = now, true, end.From
+	case nodestate.TurnFailed, nodestate.TurnRefused:
+		run.Failed = now
+	default:
+		return
+	}
+	h.do(ctx, func(ctx context.Context) error { return h.hist.Node(ctx, end.Target, run) })
 }
 
 func (h *historyRecorder) halt(ctx context.Context, rev, reason string) {
