@@ -162,9 +162,11 @@ func TestNodePolicyAppliedByValidateAndAgent(t *testing.T) {
 		t.Errorf("drover validate --node with the tightened policy: %v\n%s", err, out)
 	}
 	n.startAgent()
+	// Up again: serving, and back in the LB (the health endpoint answers
+	// 200 once the restarted instances passed their checks).
 	n.waitFor("A up again", func(st reconcile.Status) bool {
 		code, _ := n.get("api.test", "/version")
-		return code == 200 && st.Rev == a
+		return code == 200 && st.Rev == a && n.lbHealth() == 200
 	})
 	if st := n.status(); st.Step == reconcile.StepFailed {
 		t.Errorf("the live release was refused after the policy tightened: %+v", st)
