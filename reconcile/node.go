@@ -85,6 +85,7 @@ type Node struct {
 	d       Deps
 	log     *slog.Logger
 	journal journal
+	crashes crashes // stops of the agent mid-change, per revision (crashes.go)
 
 	// live is held by whoever changes the live release (a rollout from
 	// the lock on, a recovery) and by each guard round, so the two never
@@ -166,6 +167,7 @@ func New(cfg Config, d Deps) (*Node, error) {
 		d:       d,
 		log:     cfg.Log,
 		journal: journal{path: layout.New(cfg.StateDir).Journal()},
+		crashes: crashes{path: layout.New(cfg.StateDir).Crashes()},
 		retry:   map[string]retryState{},
 	}
 	n.placeParts()
@@ -813,7 +815,15 @@ func (n *Node) undrainAndClear(ctx context.Context, e *entry) error {
 		}
 		e.Drained = false
 	}
-	return n.journal.clear()
+	if err := n.journal.clear(); err != nil {
+		return err
+	}
+	if e.To != "" && e.Verified == e.To {
+		if err := n.crashes.clear(e.To); err != nil {
+			n.log.Warn("clear the count of stops mid-change", "err", err)
+		}
+	}
+	return nil
 }
 
 func (n *Node) prune(ctx context.Context) {
@@ -867,6 +877,10 @@ func (n *Node) Recover(ctx context.Context) error {
 		return nil
 	}
 	n.log.Warn("the previous agent stopped mid-change; recovering", "step", e.Step, "from", short(e.From), "to", short(e.To), "live", short(cur))
+	cc, cerr := n.crashes.add(e, time.Now())
+	if cerr != nil {
+		n.log.Warn("count the stop", "err", cerr)
+	}
 	switch {
 	case e.Step == StepDraining && cur == e.From:
 		// Nothing switched yet: only re-join the LB.
@@ -913,6 +927,16 @@ func (n *Node) Recover(ctx context.Context) error {
 			return fmt.Errorf("recover to %s: %w", short(e.From), err)
 		}
 		n.setStep(ctx, StepIdle, "", nil)
+		if cc.Count >= maxCrashes {
+			// The node is whole on its previous release and in service;
+			// the revision that keeps stopping the agent goes no further,
+			// here or on the other nodes.
+			n.halt(ctx, e.To, cc.error())
+			// Cleared (drover clear), it has its tries again.
+			if err := n.crashes.clear(e.To); err != nil {
+				n.log.Warn("clear the count of stops mid-change", "err", err)
+			}
+		}
 		return nil
 	}
 }

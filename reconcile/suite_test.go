@@ -3,10 +3,13 @@ package reconcile
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/drover-dev/drover/internal/layout"
 )
 
 // The in-process suite: every path of a node's turn, driven against fakes
@@ -657,4 +660,65 @@ func TestSuiteCrash(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestSuiteCrashLoop: a revision that stops the agent at the same point of
+// every try (killed after it started bbbb's workers) is tried again after
+// each restart until the agent has stopped maxCrashes times in its change;
+// then Recover, with the node whole on aaaa and in service, halts it. A
+// revision that goes live after fewer stops is not held against later.
+func TestSuiteCrashLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cl := newSuiteCluster()
+		sn := cl.addNode(t, "n1", suiteSpec(""), suiteSpec(""))
+		for i := 1; i <= maxCrashes; i++ {
+			sn.crashAt = "workers bbbb"
+			if out, err, crashed := sn.sync(t.Context()); !crashed {
+				t.Fatalf("try %d: the turn did not reach bbbb's workers: %+v, %v", i, out, err)
+			}
+			sn.start(t)
+			if err := sn.n.Recover(t.Context()); err != nil {
+				t.Fatalf("recover %d: %v", i, err)
+			}
+			sn.end(t, "aaaa", true)
+			if hs := cl.halts(); i < maxCrashes && len(hs) != 0 {
+				t.Fatalf("halted after %d stops: %q", i, hs)
+			}
+		}
+		if hs := cl.halts(); len(hs) != 1 || hs[0] != "bbbb" {
+			t.Fatalf("halts %q after %d stops, want bbbb", hs, maxCrashes)
+		}
+		if st := sn.n.Status(); !strings.Contains(st.Error, "the agent stopped 5 times while putting bbbb live") {
+			t.Errorf("status %+v; want the halt's reason", st)
+		}
+		if out, err, _ := sn.sync(t.Context()); err == nil || out.Applied {
+			t.Errorf("sync after the halt: %+v, %v; want bbbb refused", out, err)
+		}
+		sn.end(t, "aaaa", true)
+		if _, err := os.Stat(layout.New(sn.cfg.StateDir).Crashes()); !os.IsNotExist(err) {
+			t.Errorf("the count of stops outlived the halt (a cleared revision would get one try): %v", err)
+		}
+		checkInvariants(t, cl, 1)
+	})
+	synctest.Test(t, func(t *testing.T) {
+		cl := newSuiteCluster()
+		sn := cl.addNode(t, "n1", suiteSpec(""), suiteSpec(""))
+		for range maxCrashes - 1 {
+			sn.crashAt = "nginx bbbb"
+			sn.sync(t.Context())
+			sn.start(t)
+			if err := sn.n.Recover(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err, _ := sn.sync(t.Context()); err != nil || !out.Applied {
+			t.Fatalf("the try after %d stops: %+v, %v; want bbbb live", maxCrashes-1, out, err)
+		}
+		if _, err := os.Stat(layout.New(sn.cfg.StateDir).Crashes()); !os.IsNotExist(err) {
+			t.Errorf("the count of stops outlived bbbb going live: %v", err)
+		}
+		if hs := cl.halts(); len(hs) != 0 {
+			t.Errorf("halts %q", hs)
+		}
+	})
 }

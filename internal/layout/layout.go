@@ -43,6 +43,10 @@ func (l Layout) SecretsEnv(rev, worker string) string {
 // Journal is STATE/journal.json: present only while a change is in flight.
 func (l Layout) Journal() string { return l.join("journal.json") }
 
+// Crashes is STATE/crashes.json: how often an agent stopped mid-change
+// putting one revision live, kept across the journal's clearing.
+func (l Layout) Crashes() string { return l.join("crashes.json") }
+
 // Workers is STATE/workers.json: where the live release's workers run when not their port range through current.
 func (l Layout) Workers() string { return l.join("workers.json") }
 
