@@ -40,9 +40,8 @@ type entry struct {
 	Handover    string     `json:"handover,omitempty"`
 	FromWorkers *placement `json:"fromWorkers,omitempty"`
 	ToWorkers   *placement `json:"toWorkers,omitempty"`
-	// Attempts counts how often an agent started this change; a change
-	// that keeps killing the agent is failed instead of retried forever.
-	Attempts int `json:"attempts"`
+	// How often agents stopped in this revision's changes is counted
+	// apart (crashes.go): Recover clears the journal.
 	// Held is a change that failed with rollout.onFailure: halt: the
 	// node stays drained on To for inspection, and a restarted agent
 	// (a package upgrade, a reboot) keeps it so instead of recovering;
