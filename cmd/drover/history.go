@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
-	"github.com/drover-dev/drover/gitsource"
-	"github.com/drover-dev/drover/nodestate"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -127,7 +124,8 @@ func runText(run cluster.NodeRun) string {
 }
 
 // observedRegistry is the node's registry with watchers of what the node
-// reports: the history recorder and the metrics see every status change and
+// reports: the history recorder (cluster.HistoryRecorder), the alerts and
+// the metrics see every status change and
 // every halt without reconcile knowing about either. A watcher must not
 // block: it runs in the rollout's goroutine, bounded by its own timeouts.
 type observedRegistry struct {
@@ -173,118 +171,4 @@ func (o *observedRegistry) Notice(ctx context.Context, rev, msg string) error {
 		return nt.Notice(ctx, rev, msg)
 	}
 	return nil
-}
-
-// historyRecorder writes what this node does with each revision into the
-// history, from the node's status changes.
-type historyRecorder struct {
-	hist   history
-	node   string
-	commit func(ctx context.Context, rev string) (gitsource.Commit, error)
-	signer func(rev string) string
-	log    *slog.Logger
-
-	// known: revisions whose commit details this recorder wrote; turn:
-	// the node's turn so far, the same reading of the statuses as the
-	// metrics' and the alerts'. Rollout goroutine only.
-	known map[string]bool
-	turn  nodestate.TurnTracker
-	// pending are the writes that failed, oldest first (do).
-	pending []func(context.Context) error
-}
-
-// historyTimeout bounds each history write: a slow Redis must not hold up
-// a rollout for the sake of its record.
-const historyTimeout = 2 * time.Second
-
-func (h *historyRecorder) observe(ctx context.Context, prev, cur reconcile.Status) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
-	defer cancel()
-	h.flush(ctx)
-	now := time.Now().UTC()
-	if t := cur.Target; t != "" && !h.known[t] {
-		meta := cluster.RevisionMeta{Rev: t}
-		if c, err := h.commit(ctx, t); err == nil {
-			meta.Author, meta.Committer, meta.Subject = c.Author, c.Committer, c.Message
-			if h.signer != nil {
-				meta.Signature = h.signer(t)
-			}
-			h.known[t] = true
-		}
-		h.do(ctx, func(ctx context.Context) error { return h.hist.Seen(ctx, meta) })
-	}
-	if end, ok := h.turn.Observe(prev, cur, now); ok {
-		h.record(ctx, end, now)
-		return
-	}
-	// A revision refused before the node left the LB (a bad spec or
-	// artifact at prepare, a failed migration): the node never switched,
-	// so its run is a failure with nothing rolled back. A check that
-	// failed on the new release is not recorded here: the turn's end
-	// (rolled back, or the way back failing too) says what became of it.
-	if cur.Step == reconcile.StepFailed && cur.Target != "" && cur.Rev != cur.Target &&
-		prev.Step != reconcile.StepRollingBack && prev.Step != cur.Step {
-		h.do(ctx, func(ctx context.Context) error {
-			return h.hist.Node(ctx, cur.Target, cluster.NodeRun{Node: h.node, Failed: now, Error: cur.Error})
-		})
-	}
-}
-
-// record writes the run of a turn that ended. A turn that ended with no
-// rollout (an error while preparing or waiting) leaves no run: the
-// revision is tried again, or its halt is recorded by halt.
-func (h *historyRecorder) record(ctx context.Context, end nodestate.TurnEnd, now time.Time) {
-	if end.Target == "" {
-		return
-	}
-	run := cluster.NodeRun{Node: h.node, Drained: end.Drained, Error: end.Error}
-	switch end.Outcome {
-	case nodestate.TurnLive:
-		run.Live, run.From, run.Error = now, end.From, ""
-	case nodestate.TurnRolledBack, nodestate.TurnLockLost:
-		// The lock lost: the node went back to the release it left and
-		// will try the revision again; the old release did not go live
-		// anew, so nothing is recorded for it.
-		run.Failed, run.RolledBack, run.From = now, true, end.From
-	case nodestate.TurnFailed, nodestate.TurnRefused:
-		run.Failed = now
-	default:
-		return
-	}
-	h.do(ctx, func(ctx context.Context) error { return h.hist.Node(ctx, end.Target, run) })
-}
-
-func (h *historyRecorder) halt(ctx context.Context, rev, reason string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
-	defer cancel()
-	h.do(ctx, func(ctx context.Context) error {
-		return h.hist.HaltRev(ctx, cluster.Halt{Rev: rev, Reason: reason, Node: h.node, At: time.Now().UTC()})
-	})
-}
-
-// maxPending bounds the history writes kept while Redis is unreachable.
-const maxPending = 200
-
-// do runs a history write after those still pending, in order; a write
-// that fails (Redis failing over, say) is kept and tried again at the next
-// status change or poll, so the record of what happened during an outage
-// is not lost. Writes are idempotent, so a retry of one that did land
-// is harmless.
-func (h *historyRecorder) do(ctx context.Context, write func(context.Context) error) {
-	h.pending = append(h.pending, write)
-	if len(h.pending) > maxPending {
-		h.log.Warn("history writes pending too long; dropping the oldest", "dropped", len(h.pending)-maxPending)
-		h.pending = h.pending[len(h.pending)-maxPending:]
-	}
-	h.flush(ctx)
-}
-
-func (h *historyRecorder) flush(ctx context.Context) {
-	for len(h.pending) > 0 {
-		if err := h.pending[0](ctx); err != nil {
-			h.log.Warn("record history; will retry", "pending", len(h.pending), "err", err)
-			return
-		}
-		h.pending = h.pending[1:]
-	}
 }

@@ -114,23 +114,25 @@ func (n *node) Close() {
 }
 
 // observed is the registry the rollout reports to, watched by the history
-// recorder (history.go) and the metrics (metrics.go).
+// recorder (cluster/recorder.go) and the metrics (metrics.go).
 func (n *node) observed() *observedRegistry {
 	if n.obs != nil {
 		return n.obs
 	}
 	n.obs = &observedRegistry{Registry: n.registry()}
-	rec := &historyRecorder{
-		hist: openHistory(n.cfg, n.cl), node: n.cfg.Name, commit: n.repo.Commit,
-		log: n.log.With("part", "history"), known: map[string]bool{},
-	}
+	var signer func(rev string) string
 	if n.verifier != nil {
-		rec.signer = n.verifier.Signer
+		signer = n.verifier.Signer
 	}
-	n.obs.watch = append(n.obs.watch, rec.observe)
+	commit := func(ctx context.Context, rev string) (cluster.RevisionMeta, error) {
+		c, err := n.repo.Commit(ctx, rev)
+		return cluster.RevisionMeta{Author: c.Author, Committer: c.Committer, Subject: c.Message}, err
+	}
+	rec := cluster.NewHistoryRecorder(openHistory(n.cfg, n.cl), n.cfg.Name, commit, signer, n.log.With("part", "history"))
+	n.obs.watch = append(n.obs.watch, rec.Observe)
 	if n.cl == nil {
 		// The cluster's Halt records itself in the history.
-		n.obs.onHalt = append(n.obs.onHalt, rec.halt)
+		n.obs.onHalt = append(n.obs.onHalt, rec.Halt)
 	}
 	return n.obs
 }

@@ -1,4 +1,4 @@
-package main
+package cluster
 
 import (
 	"context"
@@ -9,24 +9,22 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/drover-dev/drover/cluster"
-	"github.com/drover-dev/drover/gitsource"
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/nodestate"
 )
 
 // TestHistoryRecorderRuns feeds the recorder the statuses a node reports
 // for each way a turn ends and checks the run it records for each revision
 // in a real FileHistory: the same reading of the statuses as the metrics'.
 func TestHistoryRecorderRuns(t *testing.T) {
-	type st = reconcile.Status
+	type st = nodestate.Status
 	forward := func(from, to string) []st {
 		return []st{
-			{Step: reconcile.StepIdle, Rev: from},
-			{Step: reconcile.StepPreparing, Rev: from, Target: to},
-			{Step: reconcile.StepWaiting, Rev: from, Target: to},
-			{Step: reconcile.StepMigrating, Rev: from, Target: to},
-			{Step: reconcile.StepDraining, Rev: from, Target: to},
-			{Step: reconcile.StepSwitching, Rev: from, Target: to},
+			{Step: nodestate.StepIdle, Rev: from},
+			{Step: nodestate.StepPreparing, Rev: from, Target: to},
+			{Step: nodestate.StepWaiting, Rev: from, Target: to},
+			{Step: nodestate.StepMigrating, Rev: from, Target: to},
+			{Step: nodestate.StepDraining, Rev: from, Target: to},
+			{Step: nodestate.StepSwitching, Rev: from, Target: to},
 		}
 	}
 	for _, c := range []struct {
@@ -36,56 +34,53 @@ func TestHistoryRecorderRuns(t *testing.T) {
 		want map[string]string
 	}{
 		{"live", append(forward("A", "B"),
-			st{Step: reconcile.StepVerifying, Rev: "B", Target: "B"},
-			st{Step: reconcile.StepUndraining, Rev: "B", Target: "B"},
-			st{Step: reconcile.StepIdle, Rev: "B"}),
+			st{Step: nodestate.StepVerifying, Rev: "B", Target: "B"},
+			st{Step: nodestate.StepUndraining, Rev: "B", Target: "B"},
+			st{Step: nodestate.StepIdle, Rev: "B"}),
 			map[string]string{"A": "", "B": "live from A, drained"}},
 		// The lock lost mid-turn: the node goes back to A, which did not
 		// go live anew (a run for it would also bring A back into a
 		// history that lost it in a Redis failover, as first seen now).
 		{"lock lost", append(forward("A", "B"),
-			st{Step: reconcile.StepRollingBack, Rev: "B", Target: "A"},
-			st{Step: reconcile.StepIdle, Rev: "A", Error: "rollout lock lost during switching"}),
+			st{Step: nodestate.StepRollingBack, Rev: "B", Target: "A"},
+			st{Step: nodestate.StepIdle, Rev: "A", Error: "rollout lock lost during switching"}),
 			map[string]string{"A": "", "B": "failed, rolled back to A, drained"}},
 		{"failed check rolled back", append(forward("A", "B"),
-			st{Step: reconcile.StepVerifying, Rev: "B", Target: "B"},
-			st{Step: reconcile.StepFailed, Rev: "B", Target: "B", Error: "check web: 502"},
-			st{Step: reconcile.StepRollingBack, Rev: "B", Target: "A"},
-			st{Step: reconcile.StepFailed, Rev: "A", Target: "B", Error: "check web: 502"}),
+			st{Step: nodestate.StepVerifying, Rev: "B", Target: "B"},
+			st{Step: nodestate.StepFailed, Rev: "B", Target: "B", Error: "check web: 502"},
+			st{Step: nodestate.StepRollingBack, Rev: "B", Target: "A"},
+			st{Step: nodestate.StepFailed, Rev: "A", Target: "B", Error: "check web: 502"}),
 			map[string]string{"A": "", "B": "failed, rolled back to A, drained"}},
 		// Refused at prepare: nothing switched, nothing rolled back.
 		{"refused at prepare", []st{
-			{Step: reconcile.StepIdle, Rev: "A"},
-			{Step: reconcile.StepPreparing, Rev: "A", Target: "B"},
-			{Step: reconcile.StepFailed, Rev: "A", Target: "B", Error: "drover.yaml:3: bad"}},
+			{Step: nodestate.StepIdle, Rev: "A"},
+			{Step: nodestate.StepPreparing, Rev: "A", Target: "B"},
+			{Step: nodestate.StepFailed, Rev: "A", Target: "B", Error: "drover.yaml:3: bad"}},
 			map[string]string{"A": "", "B": "failed"}},
 		{"overlap refused before the drain", []st{
-			{Step: reconcile.StepIdle, Rev: "A"},
-			{Step: reconcile.StepPreparing, Rev: "A", Target: "B"},
-			{Step: reconcile.StepStarting, Rev: "A", Target: "B"},
-			{Step: reconcile.StepFailed, Rev: "A", Target: "B", Error: "never healthy"}},
+			{Step: nodestate.StepIdle, Rev: "A"},
+			{Step: nodestate.StepPreparing, Rev: "A", Target: "B"},
+			{Step: nodestate.StepStarting, Rev: "A", Target: "B"},
+			{Step: nodestate.StepFailed, Rev: "A", Target: "B", Error: "never healthy"}},
 			map[string]string{"A": "", "B": "failed"}},
 		// A fetch error leaves no run: the revision is tried again.
 		{"prepare error", []st{
-			{Step: reconcile.StepIdle, Rev: "A"},
-			{Step: reconcile.StepPreparing, Rev: "A", Target: "B"},
-			{Step: reconcile.StepIdle, Rev: "A", Error: "fetch: timeout"}},
+			{Step: nodestate.StepIdle, Rev: "A"},
+			{Step: nodestate.StepPreparing, Rev: "A", Target: "B"},
+			{Step: nodestate.StepIdle, Rev: "A", Error: "fetch: timeout"}},
 			map[string]string{"A": "", "B": ""}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				hist := &cluster.FileHistory{Dir: t.TempDir(), NodeName: "n1"}
-				rec := &historyRecorder{
-					hist: hist, node: "n1", known: map[string]bool{},
-					commit: func(context.Context, string) (gitsource.Commit, error) {
-						return gitsource.Commit{}, errors.New("not fetched")
-					},
-					log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-				}
+				hist := &FileHistory{Dir: t.TempDir(), NodeName: "n1"}
+				rec := NewHistoryRecorder(hist, "n1",
+					func(context.Context, string) (RevisionMeta, error) {
+						return RevisionMeta{}, errors.New("not fetched")
+					}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 				ctx := context.Background()
 				prev := c.steps[0]
 				for _, cur := range c.steps[1:] {
-					rec.observe(ctx, prev, cur)
+					rec.Observe(ctx, prev, cur)
 					prev = cur
 					time.Sleep(time.Second) // the bubble's clock: each step takes a second
 				}
@@ -109,7 +104,7 @@ func TestHistoryRecorderRuns(t *testing.T) {
 	}
 }
 
-func describeRun(r cluster.NodeRun) string {
+func describeRun(r NodeRun) string {
 	s := ""
 	switch {
 	case !r.Live.IsZero():
