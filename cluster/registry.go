@@ -15,24 +15,8 @@ import (
 	"github.com/drover-dev/drover/nodestate"
 )
 
-// NodeStatus is a registered node as the cluster sees it.
-type NodeStatus struct {
-	nodestate.Status
-	// Beat is the node's last heartbeat, by its own clock.
-	Beat time.Time `json:"beat"`
-	// Alive is true while the heartbeat has not expired.
-	Alive bool `json:"alive"`
-}
-
-// OutOfService reports whether the node counts against maxUnavailable,
-// and why: silent (its heartbeat expired), or out by what it says itself
-// (nodestate.Status.OutOfService).
-func (n NodeStatus) OutOfService() (why string, out bool) {
-	if !n.Alive {
-		return "silent since " + n.Beat.Local().Format(time.TimeOnly), true
-	}
-	return n.Status.OutOfService()
-}
+// NodeStatus is a registered node as the cluster sees it (nodestate.NodeStatus).
+type NodeStatus = nodestate.NodeStatus
 
 // Report publishes this node's status and registers the node; it satisfies
 // reconcile.Registry. A change of step, target, live revision or error is

@@ -104,6 +104,28 @@ func (s Status) OutOfService() (why string, out bool) {
 	return "", false
 }
 
+// NodeStatus is a registered node as the cluster sees it: what it says
+// (Status) and whether its heartbeat holds. It lives here, not in cluster,
+// so that packages which read the cluster's nodes (notify's Alerter) need
+// not import cluster.
+type NodeStatus struct {
+	Status
+	// Beat is the node's last heartbeat, by its own clock.
+	Beat time.Time `json:"beat"`
+	// Alive is true while the heartbeat has not expired.
+	Alive bool `json:"alive"`
+}
+
+// OutOfService reports whether the node counts against maxUnavailable,
+// and why: silent (its heartbeat expired), or out by what it says itself
+// (Status.OutOfService).
+func (n NodeStatus) OutOfService() (why string, out bool) {
+	if !n.Alive {
+		return "silent since " + n.Beat.Local().Format(time.TimeOnly), true
+	}
+	return n.Status.OutOfService()
+}
+
 // Pin is a revision an operator chose (drover pin, drover rollback) instead
 // of the branch head. A pinned revision rolls out exactly like a new commit:
 // prepared before the lock, one node at a time, drained, verified,
