@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/internal/layout"
-	"github.com/drover-dev/drover/notify"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 	"github.com/drover-dev/drover/traffic"
@@ -143,33 +141,4 @@ func printCanaries(w io.Writer, cs []reconcile.Canary) {
 		}
 		fmt.Fprintln(w)
 	}
-}
-
-// observeCanary notifies of this node's canary decisions: leaving the canary
-// step (promoted, failed or aborted) and a pass that waits for drover
-// promote.
-func (a *alerter) observeCanary(ctx context.Context, prev, cur reconcile.Status) {
-	rev := ""
-	passed := "canary on " + a.node + ": " + string(reconcile.CanaryPassed)
-	switch {
-	case prev.Step == reconcile.StepCanary && cur.Step != reconcile.StepCanary:
-		rev = prev.Target
-	case cur.Step == reconcile.StepCanary && strings.HasPrefix(cur.Canary, passed) && !strings.HasPrefix(prev.Canary, passed):
-		rev = cur.Target
-	}
-	if rev == "" || a.cl == nil {
-		return
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	rec, ok, err := a.cl.CanaryOf(cctx, rev)
-	if err != nil || !ok {
-		return
-	}
-	text := fmt.Sprintf("canary of %s on %s %s: %s", shortRev(rev), rec.Node, rec.State, firstLine(rec.Reason))
-	if rec.State == reconcile.CanaryPassed {
-		text += "; drover promote " + rev + " releases the other nodes"
-	}
-	a.post(notify.Event{ID: "canary:" + rev + ":" + string(rec.State), Kind: notify.KindCanary, Node: rec.Node, Revision: rev,
-		Reason: rec.Reason, Text: text})
 }
