@@ -100,6 +100,11 @@ type SignatureError struct {
 	Reason string
 }
 
+// RevisionFault says the revision, not the node, is at fault: a commit
+// refused for its signature is refused on every node and every try, so
+// the rollout halts it (reconcile.IsBadRevision).
+func (e *SignatureError) RevisionFault() bool { return true }
+
 func (e *SignatureError) Error() string {
 	c := e.Commit
 	if len(c) > 12 {

@@ -72,6 +72,12 @@ func refused(t *testing.T, err error, rev string, want ...string) {
 	if se.Commit != rev {
 		t.Errorf("error names commit %s, want %s", se.Commit, rev)
 	}
+	// reconcile.IsBadRevision halts what says so; gitsource cannot import
+	// reconcile, so the method is asked for directly.
+	var rf interface{ RevisionFault() bool }
+	if !errors.As(err, &rf) || !rf.RevisionFault() {
+		t.Errorf("a refused signature does not say it is the revision's fault: %v", err)
+	}
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not say %q", err, w)

@@ -359,18 +359,20 @@ type badRevisionError struct{ err error }
 func (e *badRevisionError) Error() string { return e.err.Error() }
 func (e *badRevisionError) Unwrap() error { return e.err }
 
-// BadRevision marks err as the revision's fault (for collaborators such as
-// the migrator): the rollout halts the revision instead of retrying it.
+// RevisionFault says the revision, not the node, is at fault.
+func (e *badRevisionError) RevisionFault() bool { return true }
+
+// BadRevision marks err as the revision's fault, for a collaborator whose
+// own errors do not say so: the rollout halts the revision instead of
+// retrying it.
 func BadRevision(err error) error { return &badRevisionError{err} }
 
-// IsBadRevision reports whether err is the revision's fault: marked with
-// BadRevision, or with an error in its chain that says so itself (a method
-// RevisionFault() bool, as migrate's revision errors have).
+// IsBadRevision reports whether err is the revision's fault: an error in
+// its chain says so with a method RevisionFault() bool. Step packages
+// (migrate, secretenv, gitsource's signature check) give their errors the
+// method instead of importing reconcile, as units' errors say NodeFault();
+// BadRevision gives it to any other error.
 func IsBadRevision(err error) bool {
-	var bad *badRevisionError
-	if errors.As(err, &bad) {
-		return true
-	}
 	var rf interface{ RevisionFault() bool }
 	return errors.As(err, &rf) && rf.RevisionFault()
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/layout"
-	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -55,11 +53,9 @@ func (v *sigVerifier) Verify(ctx context.Context, rev, live string) (string, err
 	if err != nil {
 		return "", err
 	}
+	// A refused signature is a *gitsource.SignatureError, which says it
+	// is the revision's fault (RevisionFault): halted, not retried.
 	signer, err := v.repo.Verify(ctx, gitsource.VerifyConfig{Trust: trust, All: v.cfg.Require == spec.RequireAll}, rev, live)
-	var refused *gitsource.SignatureError
-	if errors.As(err, &refused) {
-		return signer, reconcile.BadRevision(err)
-	}
 	if err != nil {
 		return signer, err
 	}
