@@ -364,6 +364,9 @@ func (r NodeRun) first() time.Time {
 func (h *History) List(ctx context.Context, n int) ([]Revision, error) {
 	r := h.c.data()
 	// All of them: the outcomes of the last n depend on the others.
+	if err := countFirst(r.ZCard(ctx, h.c.key("history")), "read history", MaxHistory); err != nil {
+		return nil, err
+	}
 	zs, err := r.ZRevRangeWithScores(ctx, h.c.key("history"), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read history: %w", err)

@@ -1,6 +1,10 @@
 package cluster
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // What is read from Redis is untrusted input: anything that can reach the
 // cluster's Redis can write a node status, a halt, the pause or an event.
@@ -17,7 +21,28 @@ const (
 	// MaxNodes bounds the registry: a cluster of drover's size has a
 	// handful of nodes.
 	MaxNodes = 1000
+	// MaxHalts bounds the halted revisions read at once (each stays
+	// until drover clear): far more than a team leaves halted.
+	MaxHalts = 10000
+	// MaxHistory bounds the history read back: history.keep is at most
+	// 100,000 and the trim keeps to it, so more is forged.
+	MaxHistory = 100000 + 1000
 )
+
+// countFirst refuses a hash or sorted set of more than max entries before
+// it is read whole (n is its HLEN or ZCARD): HGETALL of a forged hash of
+// millions of fields would make every agent and drover status read it all
+// into memory.
+func countFirst(n *redis.IntCmd, what string, max int64) error {
+	c, err := n.Result()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if c > max {
+		return fmt.Errorf("%s: %d entries in Redis, over the cap of %d: refused", what, c, max)
+	}
+	return nil
+}
 
 // checkValue refuses a value over MaxValue, naming what it was.
 func checkValue(what string, v string) error {

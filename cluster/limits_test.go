@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/nodestate"
+	"github.com/redis/go-redis/v9"
 )
 
 // Values forged into Redis are capped: an oversized node status makes the
@@ -55,5 +57,38 @@ func TestForgedValuesAreCapped(t *testing.T) {
 	db.Set(ctx, key("pin"), huge, 0)
 	if _, _, err := c.Pinned(ctx); err == nil || !strings.Contains(err.Error(), "cap") {
 		t.Fatalf("oversized pin: %v, want a refusal", err)
+	}
+}
+
+// A forged registry, halt list or history of more entries than drover ever
+// writes is refused by its count, before anything reads it whole.
+func TestForgedListsAreRefusedByCount(t *testing.T) {
+	t.Parallel()
+	r := testsvc.StartRedis(t)
+	ctx := t.Context()
+	c := open(t, Config{Addrs: []string{r.Addr}, PollMax: 100 * time.Millisecond}, "n1")
+	db := rdb(t, r.Addr)
+	fields := func(n int) []any {
+		kv := make([]any, 0, 2*n)
+		for i := range n {
+			kv = append(kv, fmt.Sprintf("f%d", i), "{}")
+		}
+		return kv
+	}
+	db.HSet(ctx, c.key("nodes"), fields(MaxNodes+1)...)
+	if _, err := c.Nodes(ctx); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d entries in Redis, over the cap of %d", MaxNodes+1, MaxNodes)) {
+		t.Errorf("Nodes of a forged %d-node registry: %v, want refused by count", MaxNodes+1, err)
+	}
+	db.HSet(ctx, c.key("halted"), fields(MaxHalts+1)...)
+	if _, err := c.HaltedAll(ctx); err == nil || !strings.Contains(err.Error(), "over the cap") {
+		t.Errorf("HaltedAll of %d forged halts: %v, want refused by count", MaxHalts+1, err)
+	}
+	zs := make([]redis.Z, MaxHistory+1)
+	for i := range zs {
+		zs[i] = redis.Z{Score: float64(i), Member: fmt.Sprintf("%040d", i)}
+	}
+	db.ZAdd(ctx, c.key("history"), zs...)
+	if _, err := c.History(0).List(ctx, 10); err == nil || !strings.Contains(err.Error(), "over the cap") {
+		t.Errorf("History.List of %d forged revisions: %v, want refused by count", len(zs), err)
 	}
 }

@@ -96,6 +96,9 @@ func (c *Cluster) heartbeat(ctx context.Context) {
 
 // Nodes returns every registered node, sorted by name.
 func (c *Cluster) Nodes(ctx context.Context) ([]NodeStatus, error) {
+	if err := countFirst(c.data().HLen(ctx, c.key("nodes")), "list nodes", MaxNodes); err != nil {
+		return nil, err
+	}
 	all, err := c.data().HGetAll(ctx, c.key("nodes")).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -290,6 +293,9 @@ func (c *Cluster) Clear(ctx context.Context, rev string) error {
 // masters that answer.
 func (c *Cluster) HaltedAll(ctx context.Context) ([]Halt, error) {
 	found, err := readAll(ctx, c, func(ctx context.Context, r redis.UniversalClient) (map[string]string, bool, error) {
+		if err := countFirst(r.HLen(ctx, c.key("halted")), "halted revisions", MaxHalts); err != nil {
+			return nil, false, err
+		}
 		all, err := r.HGetAll(ctx, c.key("halted")).Result()
 		return all, len(all) > 0, err
 	})
