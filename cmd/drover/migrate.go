@@ -10,13 +10,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/migrate"
@@ -149,10 +147,8 @@ func parseInterspersed(flags *flag.FlagSet, args []string) ([]string, error) {
 
 // migrationSet is the revision whose migrations a command works on.
 type migrationSet struct {
-	rev  string // recorded in the ledger
+	*migrate.Set
 	desc string // for people
-	sp   *spec.Spec
-	ms   []migrate.Migration
 }
 
 // cliNode names a manual run in the ledger's applied_by.
@@ -162,50 +158,33 @@ func cliNode(node *spec.Node) string { return node.Name + "/cli" }
 // node's live revision.
 func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slog.Logger) (*migrationSet, error) {
 	if dir != "" {
-		sp, ms, err := loadDirMigrations(dir, node.Policy)
+		sp, err := validateDir(dir, node.Policy)
 		if err != nil {
 			return nil, err
 		}
-		abs, err := filepath.Abs(dir)
+		set, err := migrate.LoadDir(dir, sp)
 		if err != nil {
 			return nil, err
 		}
-		return &migrationSet{rev: "dir:" + abs, desc: abs, sp: sp, ms: ms}, nil
+		// Shown as the absolute path the ledger records (after "dir:").
+		return &migrationSet{Set: set, desc: strings.TrimPrefix(set.Revision, "dir:")}, nil
 	}
 	rev, err := liveRevision(node)
 	if err != nil {
 		return nil, err
 	}
 	set, err := loadRevMigrations(ctx, node, rev, log)
-	if set != nil {
-		set.desc = rev + " (live on " + node.Name + ")"
+	if err != nil {
+		return nil, err
 	}
-	return set, err
+	return &migrationSet{Set: set, desc: rev + " (live on " + node.Name + ")"}, nil
 }
 
 // loadRevMigrations reads drover.yaml and the migrations of rev: from its
 // kept release when this node has one, else from the config repo.
-func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *slog.Logger) (*migrationSet, error) {
-	// Releases keep their migrations (db/migrations); older ones did not,
-	// and are read from the repo instead.
-	release := &artifacts.Release{Rev: rev, Dir: layout.New(node.StateDir).Release(rev)}
-	if _, err := os.Stat(release.MigrationsDir()); err == nil {
-		data, err := os.ReadFile(release.SpecFile())
-		if err != nil {
-			return nil, err
-		}
-		sp, err := spec.ParseRelease(release.SpecFile(), data)
-		if err != nil {
-			return nil, err
-		}
-		if sp.Migrations == nil {
-			return nil, fmt.Errorf("%w: revision %s has no migrations section in %s", errNoMigrations, shortRev(rev), spec.FileName)
-		}
-		ms, err := migrate.Load(os.DirFS(filepath.Dir(release.MigrationsDir())), "migrations")
-		if err != nil {
-			return nil, err
-		}
-		return &migrationSet{rev: rev, desc: rev, sp: sp, ms: ms}, nil
+func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *slog.Logger) (*migrate.Set, error) {
+	if set, kept, err := migrate.LoadRelease(layout.New(node.StateDir).Release(rev), rev); kept {
+		return set, err
 	}
 	repo, err := openCLIRepo(node, log)
 	if err != nil {
@@ -228,36 +207,11 @@ func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *sl
 	if err != nil {
 		return nil, err
 	}
-	if sp.Migrations == nil {
-		return nil, fmt.Errorf("%w: revision %s has no migrations section in %s", errNoMigrations, shortRev(rev), spec.FileName)
-	}
-	ms, err := migrate.Load(tree, sp.Migrations.Dir)
-	if err != nil {
-		return nil, err
-	}
-	return &migrationSet{rev: rev, desc: rev, sp: sp, ms: ms}, nil
+	return migrate.RevisionSet(rev, sp, tree)
 }
 
-// errNoMigrations is a revision whose drover.yaml has no migrations section.
-var errNoMigrations = errors.New("no migrations")
-
-// openCLIRepo opens the config repo for commands that run beside a live
-// agent (plan, migrate), in a store of their own: the agent's (STATE/git) is
-// the agent's alone, since go-git is not safe across processes.
-func openCLIRepo(node *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
-	return gitsource.Open(gitsource.Config{
-		URL:            node.Repo.URL,
-		Branch:         node.Repo.Branch,
-		Dir:            layout.New(node.StateDir).GitCLI(),
-		SSHKeyFile:     node.Repo.SSHKeyFile,
-		KnownHostsFile: node.Repo.KnownHostsFile,
-		TokenFile:      node.Repo.TokenFile,
-		TokenUser:      node.Repo.TokenUser,
-	}, log.With("part", "git"))
-}
-
-// liveRevision reads STATE/current -> releases/<rev> without opening the
-// release store, whose lock a running agent holds.
+// liveRevision reads STATE/current without opening the release store, whose
+// lock a running agent holds.
 func liveRevision(node *spec.Node) (string, error) {
 	link := layout.New(node.StateDir).Current()
 	target, err := os.Readlink(link)
@@ -267,33 +221,11 @@ func liveRevision(node *spec.Node) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rev, ok := strings.CutPrefix(target, layout.ReleasesDir+"/")
-	if !ok || rev == "" || strings.Contains(rev, "/") {
+	rev, ok := layout.LinkRevision(target)
+	if !ok {
 		return "", fmt.Errorf("%s points at %q, which is not a release", link, target)
 	}
 	return rev, nil
-}
-
-// loadDirMigrations reads dir/drover.yaml, checks it, and loads its
-// migrations.
-func loadDirMigrations(dir string, policy spec.Policy) (*spec.Spec, []migrate.Migration, error) {
-	sp, err := validateDir(dir, policy)
-	if err != nil {
-		return nil, nil, err
-	}
-	if sp.Migrations == nil {
-		return nil, nil, fmt.Errorf("%s has no migrations section", filepath.Join(dir, spec.FileName))
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer root.Close()
-	ms, err := migrate.Load(root.FS(), sp.Migrations.Dir)
-	if err != nil {
-		return sp, nil, err
-	}
-	return sp, ms, nil
 }
 
 // openForCLI loads node.yaml, the migrations (unless only the ledger is
@@ -304,7 +236,7 @@ func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLeve
 		return nil, nil, err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
-	set := &migrationSet{}
+	set := &migrationSet{Set: &migrate.Set{}}
 	switch {
 	case needFiles:
 		if set, err = loadMigrationSet(ctx, node, dir, log); err != nil {
@@ -312,120 +244,16 @@ func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLeve
 		}
 	case dir != "":
 		if abs, err := filepath.Abs(dir); err == nil {
-			set.rev = "dir:" + abs // only recorded
+			set.Revision = migrate.DirRevision(abs) // only recorded
 		}
 	default:
-		set.rev, _ = liveRevision(node) // only recorded; none is fine
+		set.Revision, _ = liveRevision(node) // only recorded; none is fine
 	}
-	cfg := migrate.Config{Node: cliNode(node), Revision: set.rev, Log: log}
-	if set.sp != nil {
-		cfg = migrate.SpecConfig(cliNode(node), set.rev, set.sp, log)
-	}
-	db, err := openDatabase(ctx, node, cfg)
+	db, err := openDatabase(ctx, node, set.Config(cliNode(node), log))
 	if err != nil {
 		return nil, nil, err
 	}
 	return set, db, nil
-}
-
-// ledgerRow is one ledger row in `migrate status -o json`.
-type ledgerRow struct {
-	Version    int64     `json:"version"`
-	File       string    `json:"file"`
-	State      string    `json:"state"`
-	Checksum   string    `json:"checksum"`
-	AppliedAt  time.Time `json:"appliedAt"`
-	AppliedBy  string    `json:"appliedBy"`
-	Revision   string    `json:"revision"`
-	DurationMS int64     `json:"durationMs"`
-	Error      string    `json:"error,omitempty"`
-	// FileChecksum is the file's, for a mismatched migration.
-	FileChecksum string `json:"fileChecksum,omitempty"`
-}
-
-// pendingFile is a migration not applied yet.
-type pendingFile struct {
-	Version int64  `json:"version"`
-	File    string `json:"file"`
-}
-
-// migrationsReport is `drover migrate status -o json`.
-type migrationsReport struct {
-	Revision   string        `json:"revision"`
-	Locked     bool          `json:"locked"`
-	Applied    []ledgerRow   `json:"applied"`
-	Pending    []pendingFile `json:"pending"`
-	Mismatched []ledgerRow   `json:"mismatched"`
-	// Missing are applied migrations without a file; Ahead tells those
-	// newer than every file (a rollback to an older revision: fine).
-	Missing []ledgerRow `json:"missing"`
-	Ahead   []int64     `json:"ahead"`
-	Failed  []ledgerRow `json:"failed"`
-	// Problems are why `migrate up` (and a rollout) would refuse to run;
-	// status exits 1 when there is any.
-	Problems []string `json:"problems"`
-}
-
-func row(r migrate.Record) ledgerRow {
-	return ledgerRow{Version: r.Version, File: r.File, State: r.State, Checksum: r.Checksum, AppliedAt: r.AppliedAt,
-		AppliedBy: r.Node, Revision: r.Revision, DurationMS: r.Duration.Milliseconds(), Error: r.Error}
-}
-
-// report turns a Status into the report, with the reasons Up would refuse
-// (the rules of migrate's plan, stated for people).
-func report(set *migrationSet, st migrate.Status) migrationsReport {
-	rep := migrationsReport{Revision: set.rev, Locked: st.Locked, Applied: []ledgerRow{}, Pending: []pendingFile{},
-		Mismatched: []ledgerRow{}, Missing: []ledgerRow{}, Ahead: []int64{}, Failed: []ledgerRow{}, Problems: []string{}}
-	var newestFile, newestApplied int64
-	for _, m := range set.ms {
-		newestFile = max(newestFile, m.Version)
-	}
-	for _, r := range st.Applied {
-		rep.Applied = append(rep.Applied, row(r))
-		newestApplied = max(newestApplied, r.Version)
-	}
-	for _, d := range st.Mismatched {
-		r := row(d.Record)
-		r.FileChecksum = d.Migration.Checksum
-		rep.Mismatched = append(rep.Mismatched, r)
-		newestApplied = max(newestApplied, r.Version)
-		rep.Problems = append(rep.Problems, fmt.Sprintf("%s changed after it was applied (on %s at %s): restore it and add a new migration",
-			d.Migration.File, r.AppliedBy, r.AppliedAt.UTC().Format(time.RFC3339)))
-	}
-	for _, r := range st.Missing {
-		rep.Missing = append(rep.Missing, row(r))
-		newestApplied = max(newestApplied, r.Version)
-		if r.Version > newestFile {
-			rep.Ahead = append(rep.Ahead, r.Version)
-			continue
-		}
-		rep.Problems = append(rep.Problems, fmt.Sprintf("%s was applied (on %s) but its file is gone while newer files exist: restore it",
-			r.File, r.Node))
-	}
-	for _, r := range st.Failed {
-		rep.Failed = append(rep.Failed, row(r))
-		newestApplied = max(newestApplied, r.Version)
-		switch {
-		case r.State == migrate.StateRunning && st.Locked:
-			// an up is running it right now
-		case r.State == migrate.StateRunning:
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s was interrupted (started on %s at %s without a transaction): check the schema, "+
-				"finish or undo it by hand, then drover migrate resolve %d --done|--retry", r.File, r.Node, r.AppliedAt.UTC().Format(time.RFC3339), r.Version))
-		default:
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s failed (on %s at %s): %s; repair the schema, then drover migrate resolve %d --retry|--done",
-				r.File, r.Node, r.AppliedAt.UTC().Format(time.RFC3339), r.Error, r.Version))
-		}
-	}
-	for _, m := range st.Pending {
-		rep.Pending = append(rep.Pending, pendingFile{Version: m.Version, File: path.Base(m.File)})
-	}
-	for _, m := range st.Pending {
-		if m.Version < newestApplied {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s is pending but older than applied version %d: renumber it above %d",
-				m.File, newestApplied, newestApplied))
-		}
-	}
-	return rep
 }
 
 func migrateStatus(ctx context.Context, config, dir, output string, stdout, stderr io.Writer) error {
@@ -434,11 +262,11 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 		return err
 	}
 	defer db.Close(context.WithoutCancel(ctx))
-	st, err := db.Status(ctx, set.ms)
+	st, err := db.Status(ctx, set.Migrations)
 	if err != nil {
 		return err
 	}
-	rep := report(set, st)
+	rep := migrate.NewReport(set.Revision, set.Migrations, st)
 	if output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -457,12 +285,12 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 	return nil
 }
 
-func printReport(w io.Writer, set *migrationSet, rep migrationsReport) {
+func printReport(w io.Writer, set *migrationSet, rep migrate.Report) {
 	fmt.Fprintf(w, "revision    %s\n", set.desc)
 	if rep.Locked {
 		fmt.Fprintf(w, "lock        held: migrations are running now\n")
 	}
-	when := func(r ledgerRow) string {
+	when := func(r migrate.LedgerRow) string {
 		rev := r.Revision
 		if !strings.HasPrefix(rev, "dir:") {
 			rev = shortRev(rev)
@@ -500,7 +328,7 @@ func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer
 		return err
 	}
 	defer db.Close(context.WithoutCancel(ctx))
-	applied, err := db.Up(ctx, set.ms)
+	applied, err := db.Up(ctx, set.Migrations)
 	for _, m := range applied {
 		fmt.Fprintf(stdout, "applied  %s\n", m.File)
 	}
@@ -508,7 +336,7 @@ func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer
 		return err
 	}
 	if len(applied) == 0 {
-		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.ms), set.desc)
+		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.Migrations), set.desc)
 		return nil
 	}
 	fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.desc)

@@ -175,7 +175,7 @@ func testCLIStatusUp(t *testing.T, e *migrateEnv) {
 		t.Fatalf("status after up = %v\n%s", err, out)
 	}
 	out, _, err = e.migrate("status", "--dir", e.cfgDir, "-o", "json")
-	var rep migrationsReport
+	var rep migrate.Report
 	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Applied) != 2 || len(rep.Pending) != 0 ||
 		rep.Applied[0].AppliedBy != "n1/cli" || rep.Applied[1].File != "0002_names.sql" || len(rep.Problems) != 0 {
 		t.Fatalf("status -o json = %v\n%s", err, out)
@@ -258,7 +258,7 @@ func testCLIDrift(t *testing.T, e *migrateEnv) {
 		t.Fatalf("status with drift = %v\n%s%s", err, out, stderr)
 	}
 	out, _, err = e.migrate("status", "--dir", e.cfgDir, "-o", "json")
-	var rep migrationsReport
+	var rep migrate.Report
 	if exitCode(err) != 1 || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Mismatched) != 1 || rep.Mismatched[0].FileChecksum == rep.Mismatched[0].Checksum {
 		t.Fatalf("status -o json with drift = %v\n%s", err, out)
 	}

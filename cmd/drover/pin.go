@@ -203,7 +203,7 @@ func previousLive(ctx context.Context, cfg *spec.Node, hist history) (string, er
 	}
 	target, err := os.Readlink(layout.New(cfg.StateDir).Previous())
 	if err == nil {
-		if rev, ok := strings.CutPrefix(target, layout.ReleasesDir+"/"); ok && fullRevRE.MatchString(rev) {
+		if rev, ok := layout.LinkRevision(target); ok && fullRevRE.MatchString(rev) {
 			return rev, nil
 		}
 	}
@@ -220,18 +220,18 @@ func checkPinMigrations(ctx context.Context, cfg *spec.Node, rev string, force b
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	set, err := loadRevMigrations(ctx, cfg, rev, log)
-	if errors.Is(err, errNoMigrations) {
+	if errors.Is(err, migrate.ErrNoMigrations) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("check the migrations of %s: %w (--force skips the check)", shortRev(rev), err)
 	}
-	db, err := openDatabase(ctx, cfg, migrate.SpecConfig(cliNode(cfg), rev, set.sp, log))
+	db, err := openDatabase(ctx, cfg, set.Config(cliNode(cfg), log))
 	if err != nil {
 		return fmt.Errorf("check the migrations of %s: %w", shortRev(rev), err)
 	}
 	defer db.Close(context.WithoutCancel(ctx))
-	st, err := db.Status(ctx, set.ms)
+	st, err := db.Status(ctx, set.Migrations)
 	if err != nil {
 		return fmt.Errorf("check the migrations of %s: %w", shortRev(rev), err)
 	}

@@ -60,15 +60,7 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	repo, err := gitsource.Open(gitsource.Config{
-		URL:            cfg.Repo.URL,
-		Branch:         cfg.Repo.Branch,
-		Dir:            layout.New(cfg.StateDir).Git(),
-		SSHKeyFile:     cfg.Repo.SSHKeyFile,
-		KnownHostsFile: cfg.Repo.KnownHostsFile,
-		TokenFile:      cfg.Repo.TokenFile,
-		TokenUser:      cfg.Repo.TokenUser,
-	}, log.With("part", "git"))
+	repo, err := openRepo(cfg, layout.New(cfg.StateDir).Git(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +95,27 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	}
 	n.web = newWebServer(cfg, store.LiveDir(), trafficLog, log.With("part", "nginx"))
 	return n, nil
+}
+
+// openRepo opens node.yaml's config repo with its git store in dir.
+func openRepo(cfg *spec.Node, dir string, log *slog.Logger) (*gitsource.Repo, error) {
+	return gitsource.Open(gitsource.Config{
+		URL:            cfg.Repo.URL,
+		Branch:         cfg.Repo.Branch,
+		Dir:            dir,
+		SSHKeyFile:     cfg.Repo.SSHKeyFile,
+		KnownHostsFile: cfg.Repo.KnownHostsFile,
+		TokenFile:      cfg.Repo.TokenFile,
+		TokenUser:      cfg.Repo.TokenUser,
+	}, log.With("part", "git"))
+}
+
+// openCLIRepo opens the config repo for commands that run beside a live
+// agent (plan, migrate, pin), in a store of their own: the agent's
+// (STATE/git) is the agent's alone, since go-git is not safe across
+// processes.
+func openCLIRepo(cfg *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
+	return openRepo(cfg, layout.New(cfg.StateDir).GitCLI(), log)
 }
 
 func (n *node) Close() {

@@ -8,7 +8,10 @@
 // The package imports nothing of drover's: it is only paths.
 package layout
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // Layout is the state dir's paths; Dir is the state dir itself.
 type Layout struct{ Dir string }
@@ -101,6 +104,19 @@ const (
 	PreviousLink = "previous"
 	ReleasesDir  = "releases"
 )
+
+// LinkRevision is the revision that target, the target of a release link
+// (current, previous: releases/<revision>, relative to the state dir),
+// names; ok is false when target is not of that shape. It checks the
+// shape only: whether rev is a commit id, and whether the release exists,
+// are the reader's to judge.
+func LinkRevision(target string) (rev string, ok bool) {
+	rev, ok = strings.CutPrefix(target, ReleasesDir+"/")
+	if !ok || rev == "" || strings.Contains(rev, "/") {
+		return "", false
+	}
+	return rev, true
+}
 
 // SiteDir is <release>/sites/<site>/: a site's files, as nginx serves them (through current).
 func SiteDir(releaseDir, site string) string { return filepath.Join(releaseDir, "sites", site) }

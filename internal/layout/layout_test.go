@@ -40,3 +40,22 @@ func TestPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkRevision reads the targets the release store writes for current
+// and previous, and refuses the others rather than naming a wrong release.
+func TestLinkRevision(t *testing.T) {
+	for target, want := range map[string]string{
+		"releases/0123abc": "0123abc",
+		"releases/":        "",
+		"releases/a/b":     "",
+		"/srv/releases/a":  "",
+		"elsewhere/a":      "",
+		"releases":         "",
+		"":                 "",
+	} {
+		rev, ok := LinkRevision(target)
+		if rev != want || ok != (want != "") {
+			t.Errorf("LinkRevision(%q) = %q, %v; want %q, %v", target, rev, ok, want, want != "")
+		}
+	}
+}
