@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -169,12 +170,44 @@ func pinnerOf(cfg *spec.Node, c *cluster.Cluster) reconcile.Pinner {
 // know.
 func resolveRev(ctx context.Context, cfg *spec.Node, hist history, arg string) (string, error) {
 	arg = strings.ToLower(strings.TrimSpace(arg))
-	if fullRevRE.MatchString(arg) {
-		return arg, nil
-	}
-	if len(arg) < 4 || strings.Trim(arg, "0123456789abcdef") != "" {
+	full := fullRevRE.MatchString(arg)
+	if !full && (len(arg) < 4 || strings.Trim(arg, "0123456789abcdef") != "") {
 		return "", usageError{fmt.Sprintf("REV %q is not a commit id (at least 4 hex digits)", arg)}
 	}
+	known := knownRevs(ctx, cfg, hist)
+	if full {
+		if slices.Contains(known, arg) {
+			return arg, nil
+		}
+		// Not one the cluster has seen: the repo must have it, or every
+		// agent would take the pin and fail to fetch it.
+		if err := fetchForPin(ctx, cfg, arg); err != nil {
+			return "", fmt.Errorf("revision %s is not in the history nor on this node, and the repo does not serve it: %w", shortRev(arg), err)
+		}
+		return arg, nil
+	}
+	return matchRev(arg, known, "known revision")
+}
+
+// pinFetchTimeout bounds the fetch of a pinned revision the cluster has not
+// seen: one shallow fetch of one commit.
+const pinFetchTimeout = time.Minute
+
+// fetchForPin fetches rev into the CLI's own git store (the agent's is
+// its alone).
+func fetchForPin(ctx context.Context, cfg *spec.Node, rev string) error {
+	repo, err := openCLIRepo(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, pinFetchTimeout)
+	defer cancel()
+	return repo.Fetch(ctx, rev)
+}
+
+// knownRevs are the revisions the history and this node's release store
+// know.
+func knownRevs(ctx context.Context, cfg *spec.Node, hist history) []string {
 	var known []string
 	if revs, err := hist.List(ctx, 0); err == nil {
 		for _, r := range revs {
@@ -188,7 +221,7 @@ func resolveRev(ctx context.Context, cfg *spec.Node, hist history, arg string) (
 			}
 		}
 	}
-	return matchRev(arg, known, "known revision")
+	return known
 }
 
 // previousLive is the revision that was live before the current one: from

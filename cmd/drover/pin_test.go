@@ -104,6 +104,10 @@ func TestClusterRollbackPinUnpin(t *testing.T) {
 	}
 	runCLIFail(t, 2, "pin", "--config", cfg, "not-a-rev")
 	runCLIFail(t, 1, "pin", "--config", cfg, "abcdef99")
+	// A full id nobody has seen is asked of the repo, which lacks it.
+	if out := runCLIFail(t, 1, "pin", "--config", cfg, strings.Repeat("ab", 20)); !strings.Contains(out, "the repo does not serve it") {
+		t.Errorf("pin of an unknown full commit id: %s", out)
+	}
 	if p, ok, err := tc.cl.Pinned(context.Background()); err != nil || !ok || p.Rev != a {
 		t.Fatalf("refused pins changed the pin: %+v %v %v", p, ok, err)
 	}
