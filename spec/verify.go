@@ -4,12 +4,12 @@ package spec
 // trusted, and a revision goes live only when signed by a key listed here.
 type RepoVerify struct {
 	// OpenPGPKeyring is a file of armored OpenPGP public keys.
-	OpenPGPKeyring string `yaml:"openpgpKeyring" json:"openpgpKeyring,omitempty"`
+	OpenPGPKeyring string `yaml:"openpgpKeyring,omitempty" json:"openpgpKeyring,omitempty"`
 	// SSHAllowedSigners is a file in ssh-keygen's allowed_signers format.
-	SSHAllowedSigners string `yaml:"sshAllowedSigners" json:"sshAllowedSigners,omitempty"`
+	SSHAllowedSigners string `yaml:"sshAllowedSigners,omitempty" json:"sshAllowedSigners,omitempty"`
 	// Require is "tip" (the revision itself must be signed, the default)
 	// or "all" (every commit since the live revision must be).
-	Require string `yaml:"require" json:"require,omitempty"`
+	Require string `yaml:"require,omitempty" json:"require,omitempty"`
 }
 
 // Verify requirements.
@@ -23,7 +23,7 @@ const (
 type NodeSecrets struct {
 	// IdentityFile holds this node's age identity (AGE-SECRET-KEY-1…); it
 	// must be mode 0600 or stricter.
-	IdentityFile string `yaml:"identityFile" json:"identityFile"`
+	IdentityFile string `yaml:"identityFile,omitempty" json:"identityFile"`
 }
 
 func (v *validator) repoVerify(rv *RepoVerify) {

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -179,15 +177,12 @@ func runInit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return usageError{fmt.Sprintf("--%s is used only with %s", u.s.flag, u.why)}
 		}
 	}
-	doc := initDoc(&f, set, path(token), path(redisPW), path(sentinelPW), path(doToken), path(hook), path(dsn))
-	var buf strings.Builder
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
+	doc, err := spec.MarshalNode(initDoc(&f, path(token), path(redisPW), path(sentinelPW), path(doToken), path(hook), path(dsn)))
+	if err != nil {
 		return err
 	}
 	data := append([]byte(fmt.Sprintf("# %s: this node's drover settings, written by drover init.\n"+
-		"# Every field: README.md, node.yaml reference; check with drover doctor.\n", filepath.Base(f.config))), buf.String()...)
+		"# Every field: README.md, node.yaml reference; check with drover doctor.\n", filepath.Base(f.config))), doc...)
 	// Validate before anything is written: a bad flag changes nothing.
 	if _, err := spec.ParseNode(f.config, data, dir); err != nil {
 		return fmt.Errorf("the flags make an invalid node.yaml (nothing written):\n%w", err)
@@ -231,83 +226,23 @@ func runInit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// The documents drover init writes: node.yaml's fields it sets, in the
-// order of the README's reference, and nothing else (every other field
-// keeps its default).
-type (
-	initNode struct {
-		Name     string        `yaml:"name"`
-		Repo     initRepo      `yaml:"repo"`
-		Nginx    *initNginx    `yaml:"nginx,omitempty"`
-		Cluster  *initCluster  `yaml:"cluster,omitempty"`
-		Webhook  *initWebhook  `yaml:"webhook,omitempty"`
-		LB       *initLB       `yaml:"lb,omitempty"`
-		Database *initDatabase `yaml:"database,omitempty"`
-	}
-	initRepo struct {
-		URL            string `yaml:"url"`
-		Branch         string `yaml:"branch"`
-		Dir            string `yaml:"dir,omitempty"`
-		TokenFile      string `yaml:"tokenFile,omitempty"`
-		TokenUser      string `yaml:"tokenUser,omitempty"`
-		SSHKeyFile     string `yaml:"sshKeyFile,omitempty"`
-		KnownHostsFile string `yaml:"knownHostsFile,omitempty"`
-	}
-	initWebhook struct {
-		Listen     string `yaml:"listen"`
-		ServerName string `yaml:"serverName,omitempty"`
-		SecretFile string `yaml:"secretFile"`
-		Provider   string `yaml:"provider,omitempty"`
-	}
-	initNginx struct {
-		TLS initTLS `yaml:"tls"`
-	}
-	initTLS struct {
-		Certificate string `yaml:"certificate"`
-		Key         string `yaml:"key"`
-	}
-	initCluster struct {
-		Name                 string   `yaml:"name,omitempty"`
-		Redis                []string `yaml:"redis,omitempty,flow"`
-		Sentinels            []string `yaml:"sentinels,omitempty,flow"`
-		MasterName           string   `yaml:"masterName,omitempty"`
-		PasswordFile         string   `yaml:"passwordFile,omitempty"`
-		SentinelPasswordFile string   `yaml:"sentinelPasswordFile,omitempty"`
-	}
-	initLB struct {
-		Driver       string           `yaml:"driver"`
-		HealthCheck  *initHealthCheck `yaml:"healthcheck,omitempty"`
-		HAProxy      *spec.LBHAProxy  `yaml:"haproxy,omitempty"`
-		DigitalOcean *initDO          `yaml:"digitalocean,omitempty"`
-	}
-	initHealthCheck struct {
-		Interval           string `yaml:"interval,omitempty"`
-		UnhealthyThreshold int    `yaml:"unhealthyThreshold,omitempty"`
-		HealthyThreshold   int    `yaml:"healthyThreshold,omitempty"`
-	}
-	initDO struct {
-		LoadBalancerID string `yaml:"loadBalancerID"`
-		TokenFile      string `yaml:"tokenFile"`
-	}
-	initDatabase struct {
-		DSNFile string `yaml:"dsnFile"`
-	}
-)
-
-func initDoc(f *initFlags, set map[string]bool, token, redisPW, sentinelPW, doToken, hook, dsn string) initNode {
-	n := initNode{Name: f.name, Repo: initRepo{
+// initDoc is node.yaml as the flags say it: only the fields they set
+// (spec.MarshalNode leaves the zero ones out, so every other field keeps
+// its default).
+func initDoc(f *initFlags, token, redisPW, sentinelPW, doToken, hook, dsn string) *spec.Node {
+	n := &spec.Node{Name: f.name, Repo: spec.Repo{
 		URL: f.repo, Branch: f.branch, Dir: f.repoDir, TokenFile: token, TokenUser: f.tokenUser,
 		SSHKeyFile: f.sshKey, KnownHostsFile: f.knownHosts,
 	}}
 	if f.tlsCert != "" || f.tlsKey != "" {
-		n.Nginx = &initNginx{TLS: initTLS{Certificate: f.tlsCert, Key: f.tlsKey}}
+		n.Nginx.TLS = &spec.NodeTLS{Certificate: f.tlsCert, Key: f.tlsKey}
 	}
 	if len(f.redis) > 0 || len(f.sentinels) > 0 || f.masterName != "" {
-		n.Cluster = &initCluster{Name: f.clusterName, Redis: f.redis, Sentinels: f.sentinels, MasterName: f.masterName,
+		n.Cluster = &spec.Cluster{Name: f.clusterName, Redis: f.redis, SentinelAddrs: f.sentinels, MasterName: f.masterName,
 			PasswordFile: redisPW, SentinelPasswordFile: sentinelPW}
 	}
 	if hook != "" || f.webhookServerName != "" {
-		n.Webhook = &initWebhook{Listen: f.webhookListen, ServerName: f.webhookServerName, SecretFile: hook, Provider: f.webhookProvider}
+		n.Webhook = &spec.Webhook{Listen: f.webhookListen, ServerName: f.webhookServerName, SecretFile: hook, Provider: f.webhookProvider}
 	}
 	driver := f.lbDriver
 	if driver == "" {
@@ -319,27 +254,22 @@ func initDoc(f *initFlags, set map[string]bool, token, redisPW, sentinelPW, doTo
 		}
 	}
 	if driver != "" && driver != "none" {
-		lb := &initLB{Driver: driver}
-		if set["lb-check-interval"] || set["lb-unhealthy-threshold"] || set["lb-healthy-threshold"] {
-			lb.HealthCheck = &initHealthCheck{UnhealthyThreshold: f.lbUnhealthy, HealthyThreshold: f.lbHealthy}
-			if f.lbInterval > 0 {
-				lb.HealthCheck.Interval = f.lbInterval.String()
-			}
-		}
+		n.LB.Driver = driver
+		n.LB.HealthCheck = spec.LBHealthCheck{Interval: spec.Duration(f.lbInterval),
+			UnhealthyThreshold: f.lbUnhealthy, HealthyThreshold: f.lbHealthy}
 		if driver == "haproxy" || f.haproxySocket != "" {
 			server := f.haproxyServer
 			if server == "" {
 				server = f.name
 			}
-			lb.HAProxy = &spec.LBHAProxy{Socket: f.haproxySocket, Backend: f.haproxyBackend, Server: server}
+			n.LB.HAProxy = spec.LBHAProxy{Socket: f.haproxySocket, Backend: f.haproxyBackend, Server: server}
 		}
 		if driver == "digitalocean" || f.doLB != "" || doToken != "" {
-			lb.DigitalOcean = &initDO{LoadBalancerID: f.doLB, TokenFile: doToken}
+			n.LB.DigitalOcean = spec.LBDigitalOcean{LoadBalancerID: f.doLB, TokenFile: doToken}
 		}
-		n.LB = lb
 	}
 	if dsn != "" {
-		n.Database = &initDatabase{DSNFile: dsn}
+		n.Database = &spec.Database{DSNFile: dsn}
 	}
 	return n
 }
