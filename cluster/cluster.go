@@ -147,7 +147,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports every bad field at once.
+// Validate reports every bad field at once. node.yaml's cluster section is
+// validated by spec, which is stricter than this; Validate catches a Config
+// built wrong in code (tests, a new caller), and names each field by the
+// node.yaml key it comes from (Addrs is cluster.redis, SentinelAddrs
+// cluster.sentinels, Cluster cluster.name) so that the two never disagree.
+// Prefix, PollMax and MaxEvents have no node.yaml key and keep their own.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -155,26 +160,31 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case len(c.Addrs) == 0 && len(c.SentinelAddrs) == 0:
-		bad("addrs", "set addrs (one server or several masters) or sentinelAddrs")
+		bad("redis", "give the Redis address (or several independent masters), or sentinels with masterName")
 	case len(c.Addrs) > 0 && len(c.SentinelAddrs) > 0:
-		bad("sentinelAddrs", "set either addrs or sentinelAddrs, not both")
+		bad("sentinels", "give either redis or sentinels, not both")
 	}
 	if len(c.SentinelAddrs) > 0 && c.MasterName == "" {
-		bad("masterName", "required with sentinelAddrs")
+		bad("masterName", "is required with sentinels")
 	}
-	for i, a := range append(append([]string(nil), c.Addrs...), c.SentinelAddrs...) {
+	for i, a := range c.Addrs {
 		if !strings.Contains(a, ":") {
-			bad("addrs", "%q (#%d) is not host:port", a, i+1)
+			bad(fmt.Sprintf("redis[%d]", i), "%q is not host:port", a)
+		}
+	}
+	for i, a := range c.SentinelAddrs {
+		if !strings.Contains(a, ":") {
+			bad(fmt.Sprintf("sentinels[%d]", i), "%q is not host:port", a)
 		}
 	}
 	if c.CAFile != "" && !c.TLS {
-		bad("caFile", "set only with tls: true")
+		bad("caFile", "is set but tls is not: set tls: true, or drop caFile")
 	}
 	if c.DB < 0 {
-		bad("db", "must not be negative")
+		bad("db", "%d is negative", c.DB)
 	}
 	if c.Cluster != "" && !nameRE.MatchString(c.Cluster) {
-		bad("cluster", "%q: use letters, digits, '.', '_' and '-'", c.Cluster)
+		bad("name", "%q: use letters, digits, '.', '_' and '-'", c.Cluster)
 	}
 	if strings.ContainsAny(c.Prefix, "*?[] ") {
 		bad("prefix", "%q must not contain glob characters or spaces", c.Prefix)

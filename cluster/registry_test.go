@@ -335,7 +335,7 @@ func TestSnapshot(t *testing.T) {
 func TestOpenConfig(t *testing.T) {
 	t.Parallel()
 	_, err := Open(t.Context(), Config{SentinelAddrs: []string{"nohost"}, Cluster: "a b", LockExpiry: time.Millisecond, CAFile: "x"}, "n", nil)
-	for _, want := range []string{"cluster.masterName", "cluster.addrs", "cluster.cluster", "cluster.lockExpiry", "cluster.caFile"} {
+	for _, want := range []string{"cluster.masterName", "cluster.sentinels[0]", "cluster.name", "cluster.lockExpiry", "cluster.caFile"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}

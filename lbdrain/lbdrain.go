@@ -171,8 +171,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is one invalid setting; Field is its path in Config's yaml
-// names ("haproxy.backend").
+// FieldError is one invalid setting. Field is the setting's path under
+// node.yaml's lb section ("haproxy.backend", "healthcheck.interval"), so
+// that it reads as spec's message for the same field would; the settings
+// drover derives rather than reads from lb (statusURL from
+// nginx.statusListen, healthCheck.dir from stateDir, drainTimeout, the
+// margins, dropletID) keep Config's own names.
 type FieldError struct {
 	Field   string
 	Problem string
@@ -181,6 +185,9 @@ type FieldError struct {
 func (e *FieldError) Error() string { return "lb." + e.Field + ": " + e.Problem }
 
 // Validate reports every invalid field of the selected driver at once.
+// node.yaml's lb section is validated by spec (at least as strictly), so for
+// a Config made by ConfigFor this only catches a Config built wrong in
+// code: tests, or a caller that fills Config itself.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -202,7 +209,7 @@ func (c Config) Validate() error {
 	}
 	needStatus := c.Driver != DriverHAProxy
 	if c.StatusURL == "" && needStatus {
-		bad("statusURL", "is required by the %s driver to wait for in-flight requests (nginx stub_status on a local listener)", c.Driver)
+		bad("statusURL", "is required by the %s driver to wait for in-flight requests (nginx stub_status on a local listener: node.yaml's nginx.statusListen)", c.Driver)
 	} else if c.StatusURL != "" {
 		if u, err := url.Parse(c.StatusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("statusURL", "%q is not an http:// URL", c.StatusURL)
@@ -218,13 +225,13 @@ func (c Config) Validate() error {
 			bad("healthCheck.dir", "is required: the directory nginx's health location reads drain and up from")
 		}
 		if h.CheckInterval <= 0 {
-			bad("healthCheck.checkInterval", "must be the LB's check interval, got %s", h.CheckInterval)
+			bad("healthcheck.interval", "must be the LB's check interval, got %s", h.CheckInterval)
 		}
 		if h.UnhealthyThreshold < 1 {
-			bad("healthCheck.unhealthyThreshold", "must be at least 1 (the LB's fall count), got %d", h.UnhealthyThreshold)
+			bad("healthcheck.unhealthyThreshold", "must be at least 1 (the LB's fall count), got %d", h.UnhealthyThreshold)
 		}
 		if h.HealthyThreshold < 1 {
-			bad("healthCheck.healthyThreshold", "must be at least 1 (the LB's rise count), got %d", h.HealthyThreshold)
+			bad("healthcheck.healthyThreshold", "must be at least 1 (the LB's rise count), got %d", h.HealthyThreshold)
 		}
 	case DriverHAProxy:
 		x := c.HAProxy

@@ -23,7 +23,7 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		{"unknown driver", Config{Driver: "f5"}, []string{"lb.driver"}},
 		{"none needs nothing", Config{Driver: DriverNone}, nil},
 		{"healthcheck", Config{Driver: DriverHealthCheck, StatusURL: "ftp://x"},
-			[]string{"lb.drainTimeout", "lb.statusURL", "lb.healthCheck.dir", "lb.healthCheck.checkInterval", "lb.healthCheck.unhealthyThreshold", "lb.healthCheck.healthyThreshold"}},
+			[]string{"lb.drainTimeout", "lb.statusURL", "lb.healthCheck.dir", "lb.healthcheck.interval", "lb.healthcheck.unhealthyThreshold", "lb.healthcheck.healthyThreshold"}},
 		{"haproxy", Config{Driver: DriverHAProxy, DrainTimeout: time.Second, HAProxy: HAProxyConfig{Backend: "a/b", Server: "s 1"}},
 			[]string{"lb.haproxy.socket", "lb.haproxy.backend", "lb.haproxy.server"}},
 		{"digitalocean", Config{Driver: DriverDigitalOcean, DrainTimeout: time.Second, DigitalOcean: DOConfig{APIURL: "api.digitalocean.com", DropletID: -1}},

@@ -254,3 +254,52 @@ lb: {driver: f5}
 		}
 	}
 }
+
+// Each wrong value in node.yaml's lb and cluster sections is one message,
+// at its line, naming node.yaml's field: spec is the only validator of
+// these sections (lbdrain and cluster only check a Config built in code),
+// so the rules they used to apply on their own are here too.
+func TestNodeLBAndClusterMessages(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []string // the whole error, one line each
+	}{
+		{"thresholds", `repo: {url: /srv/repo}
+lb:
+  driver: healthcheck
+  healthcheck:
+    interval: 2s
+    unhealthyThreshold: 0
+    healthyThreshold: 2
+`, []string{"node.yaml:6:25: lb.healthcheck.unhealthyThreshold: must be at least 1 (the LB's fall count), got 0"}},
+		{"haproxy names", `repo: {url: /srv/repo}
+lb:
+  driver: haproxy
+  haproxy: {socket: /run/haproxy/admin.sock, backend: app, server: "web 1"}
+`, []string{`node.yaml:4:68: lb.haproxy.server: "web 1" must be a server name without spaces or slashes`}},
+		{"digitalocean URLs", `repo: {url: /srv/repo}
+lb:
+  driver: digitalocean
+  digitalocean: {loadBalancerID: lb1, tokenFile: do.token, apiURL: api.digitalocean.com}
+`, []string{`node.yaml:4:68: lb.digitalocean.apiURL: "api.digitalocean.com" is not an http(s) URL`}},
+		{"sentinel address", `repo: {url: /srv/repo}
+cluster:
+  sentinels: [10.0.0.1:26379, nohost]
+  masterName: mymaster
+`, []string{`node.yaml:3:31: cluster.sentinels[1]: "nohost" is not host:port`}},
+		{"caFile without tls", `repo: {url: /srv/repo}
+cluster: {redis: [10.0.0.2:6379], caFile: ca.pem, db: -1}
+`, []string{"node.yaml:2:43: cluster.caFile: is set but tls is not: set tls: true, or drop caFile",
+			"node.yaml:2:55: cluster.db: -1 is negative"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseNode("node.yaml", []byte(c.yaml), "/etc/drover")
+			if err == nil {
+				t.Fatalf("accepted; want %q", c.want)
+			}
+			if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(c.want, "\n") {
+				t.Errorf("error:\n%v\nwant:\n%s", err, strings.Join(c.want, "\n"))
+			}
+		})
+	}
+}

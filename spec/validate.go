@@ -571,6 +571,14 @@ func (v *validator) cluster(c *Cluster) {
 			v.fail(field, "%q is not host:port", a)
 		}
 	}
+	// caFile and db were once checked only by cluster.Open, under its own
+	// field names; spec is where node.yaml is validated, so they are here.
+	if c.CAFile != "" && !c.TLS {
+		v.fail("cluster.caFile", "is set but tls is not: set tls: true, or drop caFile")
+	}
+	if c.DB < 0 {
+		v.fail("cluster.db", "%d is negative", c.DB)
+	}
 	if c.LockExpiry.D() < 2*time.Second {
 		v.fail("cluster.lockExpiry", "%s is shorter than 2s", c.LockExpiry)
 	}
@@ -603,6 +611,9 @@ func (v *validator) webhook(w *Webhook) {
 }
 
 func (v *validator) lb(l *LB) {
+	// This is the only validation of node.yaml's lb section: lbdrain's own
+	// Config.Validate only catches a Config built wrong in code, so every
+	// rule a user can break is checked here, under node.yaml's field name.
 	switch l.Driver {
 	case "none":
 	case "healthcheck":
@@ -610,21 +621,42 @@ func (v *validator) lb(l *LB) {
 		if hc.Interval.D() < 100*time.Millisecond {
 			v.fail("lb.healthcheck.interval", "%s is shorter than 100ms", hc.Interval)
 		}
-		if hc.UnhealthyThreshold < 1 || hc.HealthyThreshold < 1 {
-			v.fail("lb.healthcheck", "unhealthyThreshold and healthyThreshold must be at least 1")
+		if hc.UnhealthyThreshold < 1 {
+			v.fail("lb.healthcheck.unhealthyThreshold", "must be at least 1 (the LB's fall count), got %d", hc.UnhealthyThreshold)
+		}
+		if hc.HealthyThreshold < 1 {
+			v.fail("lb.healthcheck.healthyThreshold", "must be at least 1 (the LB's rise count), got %d", hc.HealthyThreshold)
 		}
 	case "haproxy":
-		for field, val := range map[string]string{"lb.haproxy.socket": l.HAProxy.Socket, "lb.haproxy.backend": l.HAProxy.Backend, "lb.haproxy.server": l.HAProxy.Server} {
-			if val == "" {
-				v.fail(field, "is required with driver haproxy")
+		x := l.HAProxy
+		if x.Socket == "" {
+			v.fail("lb.haproxy.socket", "is required with driver haproxy: a unix socket path or host:port of the runtime API")
+		}
+		// The names go into runtime API commands (`set server B/S ...`),
+		// where a space or slash would split them.
+		for _, f := range []struct{ field, what, val string }{
+			{"lb.haproxy.backend", "backend", x.Backend}, {"lb.haproxy.server", "server", x.Server},
+		} {
+			if f.val == "" {
+				v.fail(f.field, "is required with driver haproxy")
+			} else if strings.ContainsAny(f.val, "/ \n") {
+				v.fail(f.field, "%q must be a %s name without spaces or slashes", f.val, f.what)
 			}
 		}
 	case "digitalocean":
-		if l.DigitalOcean.LoadBalancerID == "" {
+		d := l.DigitalOcean
+		if d.LoadBalancerID == "" {
 			v.fail("lb.digitalocean.loadBalancerID", "is required with driver digitalocean")
 		}
-		if l.DigitalOcean.TokenFile == "" {
+		if d.TokenFile == "" {
 			v.fail("lb.digitalocean.tokenFile", "is required: a file holding the API token")
+		}
+		for _, f := range []struct{ field, url string }{
+			{"lb.digitalocean.apiURL", d.APIURL}, {"lb.digitalocean.metadataURL", d.MetadataURL},
+		} {
+			if u, err := url.Parse(f.url); f.url != "" && (err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
+				v.fail(f.field, "%q is not an http(s) URL", f.url)
+			}
 		}
 	default:
 		v.fail("lb.driver", "%q is not none, healthcheck, haproxy or digitalocean", l.Driver)

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
-	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/lbdrain"
-	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 	"github.com/drover-dev/drover/webhook"
@@ -25,42 +23,16 @@ import (
 // openCluster connects to the cluster's Redis, or returns nil for a single
 // node (no cluster section).
 func openCluster(ctx context.Context, cfg *spec.Node, log *slog.Logger) (*cluster.Cluster, error) {
-	c := cfg.Cluster
-	if c == nil {
+	c, ok := cluster.ConfigFor(cfg)
+	if !ok {
 		return nil, nil
 	}
-	return cluster.Open(ctx, cluster.Config{
-		Addrs:                c.Redis,
-		SentinelAddrs:        c.SentinelAddrs,
-		MasterName:           c.MasterName,
-		Username:             c.Username,
-		PasswordFile:         c.PasswordFile,
-		SentinelPasswordFile: c.SentinelPasswordFile,
-		TLS:                  c.TLS,
-		CAFile:               c.CAFile,
-		DB:                   c.DB,
-		Cluster:              c.Name,
-		LockExpiry:           c.LockExpiry.D(),
-		HeartbeatTTL:         c.HeartbeatTTL.D(),
-		HistoryKeep:          cfg.History.Keep,
-	}, cfg.Name, log.With("part", "cluster"))
-}
-
-// observesChecks says whether the node's drain driver watches the LB's
-// health checks arrive (and so needs nginx to log them): every driver that
-// talks to an LB, since the quiet-counter rule tells the LB's checks from
-// requests by that log (HAProxy keeps checking a server in DRAIN).
-func observesChecks(cfg *spec.Node) bool {
-	switch cfg.LB.Driver {
-	case lbdrain.DriverHealthCheck, lbdrain.DriverDigitalOcean, lbdrain.DriverHAProxy:
-		return true
-	}
-	return false
+	return cluster.Open(ctx, c, cfg.Name, log.With("part", "cluster"))
 }
 
 // newLBDrainer is the rollout's drain driver for node.yaml cfg.
 func newLBDrainer(cfg *spec.Node, log *slog.Logger) (*lbdrain.Drainer, error) {
-	return lbdrain.NewDrainer(lbConfig(cfg), log)
+	return lbdrain.NewDrainer(lbdrain.ConfigFor(cfg), log)
 }
 
 // The drain driver is what reconcile takes, and says why a drain went on at
@@ -72,34 +44,6 @@ var (
 		Drained(context.Context) (bool, error)
 	} = (*lbdrain.Drainer)(nil)
 )
-
-// lbConfig is node.yaml's lb section as the drain driver takes it (doctor
-// checks the same).
-func lbConfig(cfg *spec.Node) lbdrain.Config {
-	c := lbdrain.DefaultConfig()
-	c.Driver = cfg.LB.Driver
-	if cfg.Nginx.StatusListen != "" {
-		c.StatusURL = "http://" + cfg.Nginx.StatusListen + nginxconf.StatusPath
-	}
-	c.HealthCheck.Dir = layout.New(cfg.StateDir).LBDir()
-	if observesChecks(cfg) {
-		c.HealthCheck.AccessLog = layout.New(cfg.StateDir).HealthLog()
-	}
-	hc := cfg.LB.HealthCheck
-	c.HealthCheck.CheckInterval = hc.Interval.D()
-	c.HealthCheck.UnhealthyThreshold = hc.UnhealthyThreshold
-	c.HealthCheck.HealthyThreshold = hc.HealthyThreshold
-	c.HAProxy = lbdrain.HAProxyConfig{Socket: cfg.LB.HAProxy.Socket, Backend: cfg.LB.HAProxy.Backend, Server: cfg.LB.HAProxy.Server}
-	do := cfg.LB.DigitalOcean
-	c.DigitalOcean.LoadBalancerID, c.DigitalOcean.TokenFile = do.LoadBalancerID, do.TokenFile
-	if do.APIURL != "" {
-		c.DigitalOcean.APIURL = do.APIURL
-	}
-	if do.MetadataURL != "" {
-		c.DigitalOcean.MetadataURL = do.MetadataURL
-	}
-	return c
-}
 
 // startWebhook listens on webhook.listen and serves the push receiver at
 // webhook.path; a valid push calls trigger. It returns a function that

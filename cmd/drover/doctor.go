@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/drover-dev/drover/doctor"
+	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -42,7 +43,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	redis.SetLogger(quietRedis{})
 	start := time.Now()
 	rs := append([]doctor.Result{{Check: "node.yaml", Status: doctor.Pass, Detail: *config + " is valid (node " + cfg.Name + ")"}},
-		doctor.Run(ctx, doctor.Config{Node: cfg, LB: lbConfig(cfg), Timeout: *timeout})...)
+		doctor.Run(ctx, doctor.Config{Node: cfg, LB: lbdrain.ConfigFor(cfg), Timeout: *timeout})...)
 	for _, r := range rs {
 		printResult(stdout, r)
 	}

@@ -323,7 +323,7 @@ func newWebServer(cfg *spec.Node, liveDir, trafficLog string, log *slog.Logger) 
 		RevisionHeader: ng.RevisionHeader,
 		NodeName:       cfg.Name,
 	}
-	if observesChecks(cfg) {
+	if lbdrain.ObservesChecks(cfg.LB.Driver) {
 		sc.HealthAccessLog = layout.New(cfg.StateDir).HealthLog()
 	}
 	if w := cfg.Webhook; w != nil && w.ServerName != "" {
