@@ -98,6 +98,11 @@ func TestAgentOverlapHandover(t *testing.T) {
 	n.waitLive(b)
 	n.serves("blog B", "api B")
 	mustAnswer("after the overlap to B", "", "", "api B", "api B")
+	// "settled" is logged once the old range has stopped, which is what
+	// mustAnswer saw: a moment after it.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(n.agentLog.String(), "workers settled on the live release") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	logs := n.agentLog.String()
 	for _, want := range []string{"new release's workers healthy beside the live ones", "overlap memory", "workers settled on the live release"} {
 		if !strings.Contains(logs, want) {
