@@ -13,8 +13,11 @@ build:
 setup:
 	@bash scripts/setup.sh
 
-# Everything CI runs: the package tests, then the end-to-end scenarios on
-# a 3-node cluster (needs root: namespaces, mounts, cgroups).
+# Everything CI runs: the package tests, then the end-to-end tests: the
+# drover binary run as an agent against real nginx, Redis, PostgreSQL and
+# systemd nodes (cmd/drover's multi-process tests, behind the e2e tag so
+# that `make unit` stays quick), and the scenarios on a 3-node cluster
+# (needs root: namespaces, mounts, cgroups).
 test: unit e2e
 
 unit: setup
@@ -22,14 +25,15 @@ unit: setup
 	$(GO) test -count=1 -timeout 15m ./...
 
 e2e: setup
-	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags e2e ./cmd/drover/ ./e2e/
+	$(GO) test -tags e2e -count=1 -timeout 20m ./cmd/drover/
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 lint:
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags e2e ./cmd/drover/ ./e2e/
 	$(GO) run $(STATICCHECK) ./...
-	$(GO) run $(STATICCHECK) -tags e2e ./e2e/
+	$(GO) run $(STATICCHECK) -tags e2e ./cmd/drover/ ./e2e/
 
 # Each benchmark with the iterations it needs; results go to docs/benchmarks.md.
 bench: setup

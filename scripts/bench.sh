@@ -19,8 +19,8 @@ echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 bench() { "$GO" test -run '^$' -timeout 30m "$@"; }
 bench -bench '^BenchmarkPollUnchanged$' -benchtime 300x "$@" ./gitsource/
 bench -bench '^BenchmarkMaterialize$' -benchtime 3x "$@" ./artifacts/
-bench -bench '^BenchmarkAgentIdle$' -benchtime 1x "$@" ./cmd/drover/
-DROVER_BENCH_INTERVAL=10s DROVER_BENCH_POLLS=60 bench -bench '^BenchmarkAgentIdle$' -benchtime 1x "$@" ./cmd/drover/
+bench -tags e2e -bench '^BenchmarkAgentIdle$' -benchtime 1x "$@" ./cmd/drover/
+DROVER_BENCH_INTERVAL=10s DROVER_BENCH_POLLS=60 bench -tags e2e -bench '^BenchmarkAgentIdle$' -benchtime 1x "$@" ./cmd/drover/
 bench -bench . -skip '^Benchmark(PollUnchanged|Materialize|AgentIdle)$' -benchtime 1x "$@" ./...
 # The 3-node lab (issue 7; needs root): three rollouts under the load of 300
 # clients (drained window against its floor, push to converged, failed

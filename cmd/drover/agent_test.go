@@ -1,3 +1,5 @@
+//go:build e2e
+
 package main
 
 import (
@@ -60,20 +62,6 @@ type testNode struct {
 	// allLogs keeps the logs of every agent started on this node.
 	allLogs []*testsvc.LogBuffer
 }
-
-const workerJS = `"use strict";
-const http = require("node:http");
-const fs = require("node:fs");
-const version = fs.readFileSync("version.txt", "utf8").trim();
-if (version.startsWith("crash")) { console.error("boom: bad release"); process.exit(3); }
-const server = http.createServer((req, res) => {
-  if (req.url === "/healthz") { res.writeHead(200); return res.end("ok\n"); }
-  res.writeHead(200, {"Content-Type": "text/plain"});
-  res.end(version + "\n");
-});
-process.on("SIGTERM", () => server.close(() => process.exit(0)));
-server.listen(Number(process.env.PORT), "127.0.0.1");
-`
 
 func newTestNode(t testing.TB) *testNode {
 	t.Helper()

@@ -1,17 +1,15 @@
+//go:build e2e
+
 package main
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -347,37 +345,6 @@ func startIdlePoller(b *testing.B, bin string, interval time.Duration) *idleProc
 		}
 	}
 	return &idleProc{name: "gitpoller", pid: cmd.Process.Pid, done: done, srv: srv, url: url, rev: rev, bin: own}
-}
-
-// gitHTTP serves the repositories under a directory with the real
-// git-http-backend and counts ref advertisements (polls) and fetches.
-type gitHTTP struct {
-	*httptest.Server
-	polls, fetches atomic.Int64
-}
-
-func serveGit(t testing.TB, root string) *gitHTTP {
-	t.Helper()
-	execPath, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("git --exec-path: %v", err)
-	}
-	backend := &cgi.Handler{
-		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
-		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
-	}
-	s := &gitHTTP{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		switch {
-		case req.Method == "GET" && strings.HasSuffix(req.URL.Path, "/info/refs"):
-			s.polls.Add(1)
-		case req.Method == "POST" && strings.HasSuffix(req.URL.Path, "/git-upload-pack"):
-			s.fetches.Add(1)
-		}
-		backend.ServeHTTP(w, req)
-	}))
-	t.Cleanup(s.Close)
-	return s
 }
 
 // procMemory reads the memory lines of /proc/PID/status (VmRSS, RssAnon,
