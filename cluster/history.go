@@ -513,11 +513,14 @@ func (f *FileHistory) get(revs map[string]*fileRevision, rev string) *fileRevisi
 // Seen records meta for a revision seen for the first time.
 func (f *FileHistory) Seen(_ context.Context, meta RevisionMeta) error {
 	return f.update(func(revs map[string]*fileRevision) bool {
-		if r, ok := revs[meta.Rev]; ok && (r.Meta.known() || !meta.known()) {
+		old, had := revs[meta.Rev]
+		if had && (old.Meta.known() || !meta.known()) {
 			return false
 		}
 		r := f.get(revs, meta.Rev)
-		if meta.FirstSeen.IsZero() {
+		// The details may come later than the revision did (the commit
+		// lookup failed at first); it was first seen when it came.
+		if meta.FirstSeen.IsZero() || had && r.Meta.FirstSeen.Before(meta.FirstSeen) {
 			meta.FirstSeen = r.Meta.FirstSeen
 		}
 		if meta.SeenBy == "" {

@@ -32,10 +32,12 @@ type HistoryRecorder struct {
 	signer func(rev string) string
 	log    *slog.Logger
 
-	// known: revisions whose commit details this recorder wrote; turn:
-	// the node's turn so far, the same reading of the statuses as the
-	// metrics' and the alerts'. Rollout goroutine only.
-	known map[string]bool
+	// known: revisions whose commit details this recorder wrote; seen:
+	// those it wrote without them (the lookup failed; it is tried again
+	// at each change, written only once it succeeds); turn: the node's
+	// turn so far, the same reading of the statuses as the metrics' and
+	// the alerts'. Rollout goroutine only.
+	known, seen map[string]bool
 	turn  nodestate.TurnTracker
 	// pending are the writes that failed, oldest first (do).
 	pending []func(context.Context) error
@@ -45,7 +47,7 @@ type HistoryRecorder struct {
 // looks up a revision's commit details; signer, when not nil, says who
 // signed a revision (repo.verify).
 func NewHistoryRecorder(hist HistoryWriter, node string, commit CommitLookup, signer func(rev string) string, log *slog.Logger) *HistoryRecorder {
-	return &HistoryRecorder{hist: hist, node: node, commit: commit, signer: signer, log: log, known: map[string]bool{}}
+	return &HistoryRecorder{hist: hist, node: node, commit: commit, signer: signer, log: log, known: map[string]bool{}, seen: map[string]bool{}}
 }
 
 // historyTimeout bounds each history write: a slow Redis must not hold up
@@ -59,7 +61,8 @@ func (h *HistoryRecorder) Observe(ctx context.Context, prev, cur nodestate.Statu
 	h.flush(ctx)
 	now := time.Now().UTC()
 	if t := cur.Target; t != "" && !h.known[t] {
-		meta := RevisionMeta{Rev: t}
+		// FirstSeen is now, not when a write kept for a retry lands.
+		meta := RevisionMeta{Rev: t, FirstSeen: now}
 		if c, err := h.commit(ctx, t); err == nil {
 			meta.Author, meta.Committer, meta.Subject = c.Author, c.Committer, c.Subject
 			if h.signer != nil {
@@ -67,7 +70,10 @@ func (h *HistoryRecorder) Observe(ctx context.Context, prev, cur nodestate.Statu
 			}
 			h.known[t] = true
 		}
-		h.do(ctx, func(ctx context.Context) error { return h.hist.Seen(ctx, meta) })
+		if h.known[t] || !h.seen[t] {
+			h.seen[t] = true
+			h.do(ctx, func(ctx context.Context) error { return h.hist.Seen(ctx, meta) })
+		}
 	}
 	if end, ok := h.turn.Observe(prev, cur, now); ok {
 		h.record(ctx, end, now)

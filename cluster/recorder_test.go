@@ -125,3 +125,55 @@ func describeRun(r NodeRun) string {
 	}
 	return s
 }
+
+// countingHistory is a FileHistory that counts its Seen writes.
+type countingHistory struct {
+	*FileHistory
+	seen int
+}
+
+func (c *countingHistory) Seen(ctx context.Context, meta RevisionMeta) error {
+	c.seen++
+	return c.FileHistory.Seen(ctx, meta)
+}
+
+// TestHistoryRecorderFirstSeen: a revision is first seen when the node
+// first reports it, even if its commit details come steps later (the
+// lookup failed at first), and a failing lookup does not rewrite the
+// revision at every step.
+func TestHistoryRecorderFirstSeen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hist := &countingHistory{FileHistory: &FileHistory{Dir: t.TempDir(), NodeName: "n1"}}
+		fetched := false
+		rec := NewHistoryRecorder(hist, "n1",
+			func(context.Context, string) (RevisionMeta, error) {
+				if !fetched {
+					return RevisionMeta{}, errors.New("not fetched")
+				}
+				return RevisionMeta{Author: "ann", Subject: "v2"}, nil
+			}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		ctx := context.Background()
+		start := time.Now().UTC()
+		prev := nodestate.Status{Step: nodestate.StepIdle, Rev: "A"}
+		for i, step := range []nodestate.Step{nodestate.StepPreparing, nodestate.StepWaiting, nodestate.StepMigrating, nodestate.StepDraining} {
+			fetched = i == 3
+			cur := nodestate.Status{Step: step, Rev: "A", Target: "B"}
+			rec.Observe(ctx, prev, cur)
+			prev = cur
+			time.Sleep(time.Second)
+		}
+		if hist.seen != 2 {
+			t.Errorf("%d Seen writes, want 2: one when B came, one when its details did", hist.seen)
+		}
+		revs, err := hist.List(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(revs) != 1 || revs[0].Rev != "B" {
+			t.Fatalf("history %+v, want B only", revs)
+		}
+		if got := revs[0]; !got.FirstSeen.Equal(start) || got.Subject != "v2" {
+			t.Errorf("B first seen %s with subject %q, want %s (its first report) and v2", got.FirstSeen, got.Subject, start)
+		}
+	})
+}
