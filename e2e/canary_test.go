@@ -29,7 +29,7 @@ func withCanary(t testing.TB, spec, c string) string { return withRollout(t, spe
 // rollout.handover (auto: here the overlap, new instances started beside
 // the live ones before each drain), the only scenario that does; the
 // manual canary after it turns the canary off and restart on again.
-func scenarioCanary(t *testing.T, l *lab.Lab) {
+func scenarioCanary(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	nodes := l.Nodes()[:3]
 	src := read(t, l, "workers/feedback-api/server.js")
@@ -162,7 +162,7 @@ func scenarioCanary(t *testing.T, l *lab.Lab) {
 // operator ran drover promote. The next revision is stopped by drover
 // abort mid-canary: halted, the canary rolled back (drained first), served
 // by no other node. Then the canary goes off for the scenarios after this.
-func scenarioCanaryManual(t *testing.T, l *lab.Lab, src string) {
+func scenarioCanaryManual(t *scenarioT, l *lab.Lab, src string) {
 	ctx := context.Background()
 	const manual = "{duration: 10s, maxErrorRate: 1%, minRequests: 100, promote: manual}"
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
@@ -260,7 +260,7 @@ func scenarioCanaryManual(t *testing.T, l *lab.Lab, src string) {
 
 // waitCanary waits until a node runs rev's canary with its record in state,
 // and returns its name.
-func waitCanary(t *testing.T, l *lab.Lab, rev, state string) string {
+func waitCanary(t testing.TB, l *lab.Lab, rev, state string) string {
 	t.Helper()
 	var canary string
 	waitFor(t, 3*time.Minute, "a canary of "+short(rev)+" "+state, func() bool {
@@ -279,7 +279,7 @@ func waitCanary(t *testing.T, l *lab.Lab, rev, state string) string {
 	return canary
 }
 
-func events(t *testing.T, l *lab.Lab) []cluster.Event {
+func events(t testing.TB, l *lab.Lab) []cluster.Event {
 	t.Helper()
 	es, err := l.Events(context.Background(), 1000)
 	if err != nil {

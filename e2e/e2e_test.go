@@ -41,7 +41,7 @@ func TestCluster(t *testing.T) {
 
 	steps := []struct {
 		name string
-		run  func(t *testing.T, l *lab.Lab)
+		run  func(t *scenarioT, l *lab.Lab)
 	}{
 		{"a_push_rolls_out_one_node_at_a_time", scenarioPush},
 		{"d_failing_health_check_halts_at_first_node", scenarioBadHealth},
@@ -62,13 +62,16 @@ func TestCluster(t *testing.T) {
 		{"z_history_lists_every_revision", scenarioHistory},
 	}
 	for _, s := range steps {
-		if !t.Run(s.name, func(t *testing.T) { s.run(t, l) }) {
+		var st *scenarioT
+		if !t.Run(s.name, func(t *testing.T) { st = &scenarioT{T: t}; s.run(st, l) }) {
 			t.Logf("status after the failed scenario:\n%s", statusText(l))
 			for _, n := range l.Nodes() {
 				if n.Running() {
 					t.Logf("journal of drover on %s:\n%s", n.Name(), n.Journal("drover.service", 40))
 				}
 			}
+			// Said again after the journals: CI shows the output's tail.
+			t.Errorf("%s failed:\n%s", s.name, strings.Join(st.fails, "\n"))
 			t.FailNow() // the later scenarios start from a converged cluster
 		}
 	}
@@ -146,7 +149,7 @@ func startLab(t testing.TB) *lab.Lab {
 // a. A push with a site change, a worker change and a migration: the forge's
 // webhook wakes the nodes, they converge one at a time under load, no
 // request fails, and the migration ran once.
-func scenarioPush(t *testing.T, l *lab.Lab) {
+func scenarioPush(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
 	w := watchLB(l)
@@ -186,7 +189,7 @@ func scenarioPush(t *testing.T, l *lab.Lab) {
 // d. A revision whose worker fails its health check: the first node rolls
 // back and the rollout halts there, with no failed request; the next good
 // commit goes everywhere.
-func scenarioBadHealth(t *testing.T, l *lab.Lab) {
+func scenarioBadHealth(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	before := l.Nodes()[0].Live()
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
@@ -226,7 +229,7 @@ func scenarioBadHealth(t *testing.T, l *lab.Lab) {
 
 // e. A revision with a failing migration: the migration rolls back and no
 // node switches or even drains.
-func scenarioBadMigration(t *testing.T, l *lab.Lab) {
+func scenarioBadMigration(t *scenarioT, l *lab.Lab) {
 	before := l.Nodes()[0].Live()
 	w := watchLB(l)
 	bad := commit(t, l, "A migration that fails, and a blog change", map[string]string{
@@ -257,7 +260,7 @@ func scenarioBadMigration(t *testing.T, l *lab.Lab) {
 
 // c. The Redis master dies in the middle of a rollout: Sentinel promotes the
 // replica, the rollout goes on, and never are two nodes out at once.
-func scenarioRedisFailover(t *testing.T, l *lab.Lab) {
+func scenarioRedisFailover(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	load, w, rev := pushUnderLoad(t, l, "4")
 	waitFor(t, 2*time.Minute, "a node out of the load balancer", func() bool { return len(w.outNow()) > 0 })
@@ -285,7 +288,7 @@ func scenarioRedisFailover(t *testing.T, l *lab.Lab) {
 // lock expires and the next node takes it, but drains only once the dead
 // node is back in service; the killed node, booted again, is in the load
 // balancer only while healthy, and ends on the new revision.
-func scenarioKilledHolder(t *testing.T, l *lab.Lab) {
+func scenarioKilledHolder(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	load, w, rev := pushUnderLoad(t, l, "5")
 	var victim *lab.Node
@@ -345,7 +348,7 @@ func scenarioKilledHolder(t *testing.T, l *lab.Lab) {
 
 // f. The git server is down for a while: the nodes keep serving, and catch
 // up by polling when it is back.
-func scenarioForgeDown(t *testing.T, l *lab.Lab) {
+func scenarioForgeDown(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
 	if err := l.Stop("forge"); err != nil {
@@ -375,7 +378,7 @@ func scenarioForgeDown(t *testing.T, l *lab.Lab) {
 
 // g. A new, empty node joins: it takes its turn, gets the current revision
 // and joins the load balancer only once healthy on it.
-func scenarioNewNode(t *testing.T, l *lab.Lab) {
+func scenarioNewNode(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	rev := l.Nodes()[0].Live()
 	n4 := l.Node("n4")

@@ -23,7 +23,7 @@ import (
 // while draining, switching, verifying and undraining. systemd restarts
 // each agent, which recovers (finishing forward what was verified, putting
 // back what was not, undraining what it drained), and the rollout goes on.
-func scenarioKillAtEachStep(t *testing.T, l *lab.Lab) {
+func scenarioKillAtEachStep(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	nodes := l.Nodes()[:3]
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
@@ -126,7 +126,7 @@ func checkWhole(t testing.TB, n *lab.Node, rev, version string) {
 // goes on serving and nothing moves; mid-turn, it loses the lock, goes back
 // to the release it left while still drained, and re-joins; no other node
 // drains while it is out; healed, the cluster converges.
-func scenarioPartition(t *testing.T, l *lab.Lab) {
+func scenarioPartition(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	nodes := l.Nodes()[:3]
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)

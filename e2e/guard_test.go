@@ -27,7 +27,7 @@ const (
 // h. Both feedback-api instances of one node hang (SIGSTOP): the guard takes
 // the node out of the LB within the bound, no other node leaves, the status
 // says which check failed; SIGCONT brings it back.
-func scenarioGuardHungWorkers(t *testing.T, l *lab.Lab) {
+func scenarioGuardHungWorkers(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	victim := l.Nodes()[0]
 	load := l.StartLoad(ctx, clients, think, lab.DefaultTargets)
@@ -85,7 +85,7 @@ func scenarioGuardHungWorkers(t *testing.T, l *lab.Lab) {
 // hand on one node: each is put back within two guard intervals, an event
 // names it, and no request fails while nginx is restored (it reloads out of
 // the LB, within the capacity rule).
-func scenarioGuardDrift(t *testing.T, l *lab.Lab) {
+func scenarioGuardDrift(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	n := l.Nodes()[1]
 	tmpl := "/etc/systemd/system/drover-feedback-api@.service"
@@ -135,7 +135,7 @@ func scenarioGuardDrift(t *testing.T, l *lab.Lab) {
 
 // j. A node the guard has out holds up another node's rollout: the rollout
 // waits for capacity, never two nodes out, and goes on once the node is back.
-func scenarioGuardOutHoldsRollout(t *testing.T, l *lab.Lab) {
+func scenarioGuardOutHoldsRollout(t *scenarioT, l *lab.Lab) {
 	victim := l.Nodes()[0]
 	w := watchLB(l)
 	signalUnits(t, victim, "SIGSTOP", apiUnit0, apiUnit1)
@@ -171,7 +171,7 @@ func scenarioGuardOutHoldsRollout(t *testing.T, l *lab.Lab) {
 // k. The same failure on every node at once: no node leaves the LB (an LB
 // with no healthy node serves nobody), all report degraded and why, and the
 // rollout lock still works: a push rolls out one node at a time.
-func scenarioGuardAllDegraded(t *testing.T, l *lab.Lab) {
+func scenarioGuardAllDegraded(t *scenarioT, l *lab.Lab) {
 	w := watchLB(l)
 	nodes := l.Nodes()[:3]
 	for _, n := range nodes {

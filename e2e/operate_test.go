@@ -29,7 +29,7 @@ import (
 // prepared on every node but applied on none; `drover unpin` rolls the
 // branch head out. Each step is announced once to the lab's receiver, and
 // each node's metrics agree with the history.
-func scenarioRollbackPinUnpin(t *testing.T, l *lab.Lab) {
+func scenarioRollbackPinUnpin(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	nodes := l.Nodes()[:3]
 	v1 := nodes[0].Live()
@@ -212,7 +212,7 @@ func scenarioRollbackPinUnpin(t *testing.T, l *lab.Lab) {
 // ones halted, the one rolled back rolled back, the last one live, every
 // other superseded; and every node that runs has a record of going live on
 // the last one.
-func scenarioHistory(t *testing.T, l *lab.Lab) {
+func scenarioHistory(t *scenarioT, l *lab.Lab) {
 	hist := history(t, l)
 	revs := pushed.list()
 	if len(revs) == 0 {

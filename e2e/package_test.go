@@ -22,7 +22,7 @@ import (
 // revision. Then, while n5 takes its turn of a rollout under load, the same
 // package is installed over itself: the upgrade waits for the turn to end
 // and only then restarts the agent; nothing is interrupted or lost.
-func scenarioPackageInstall(t *testing.T, l *lab.Lab) {
+func scenarioPackageInstall(t *scenarioT, l *lab.Lab) {
 	ctx := context.Background()
 	n5 := l.Node("n5")
 	deb := buildDeb(t, l)
@@ -121,7 +121,7 @@ func scenarioPackageInstall(t *testing.T, l *lab.Lab) {
 }
 
 // buildDeb runs the release script for amd64 into a temporary directory.
-func buildDeb(t *testing.T, l *lab.Lab) string {
+func buildDeb(t testing.TB, l *lab.Lab) string {
 	t.Helper()
 	dist := t.TempDir()
 	cmd := exec.Command("bash", "scripts/release.sh")
@@ -137,7 +137,7 @@ func buildDeb(t *testing.T, l *lab.Lab) string {
 	return debs[0]
 }
 
-func mainPID(t *testing.T, n *lab.Node) string {
+func mainPID(t testing.TB, n *lab.Node) string {
 	t.Helper()
 	return strings.TrimSpace(nodeRun(t, n, "systemctl", "show", "-p", "MainPID", "--value", "drover"))
 }
