@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/testsvc"
+	"github.com/drover-dev/drover/spec"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -41,6 +43,7 @@ func TestPostgres(t *testing.T) {
 		{"PgBouncerTransactionRefused", testPgBouncerTransactionRefused},
 		{"PgBouncerSessionAccepted", testPgBouncerSessionAccepted},
 		{"PgBouncerSessionPoolFull", testPgBouncerSessionPoolFull},
+		{"RunnerAppliedReadsTheLedger", testRunnerApplied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -479,4 +482,44 @@ func TestConfigRefusedBeforeConnecting(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `table "a.b.c"`) || !strings.Contains(err.Error(), "lock timeout") {
 		t.Fatalf("Open = %v", err)
 	}
+}
+
+// Runner.Applied is true only once the ledger holds every migration of the
+// revision, applied and unchanged, and it changes nothing itself.
+func testRunnerApplied(t *testing.T, e *env) {
+	dsnFile := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(dsnFile, []byte(e.dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(RunnerConfig{Node: "web1", Database: &Database{DSNFile: dsnFile}, Log: slog.New(slog.DiscardHandler)})
+	sp := &spec.Spec{Migrations: &spec.Migrations{Dir: "migrations"}}
+	fsys := os.DirFS(e.root)
+	applied := func(want bool, when string) {
+		t.Helper()
+		got, err := r.Applied(e.ctx, "rev1", sp, fsys)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if got != want {
+			t.Errorf("%s: Applied = %v, want %v", when, got, want)
+		}
+	}
+	if ok, err := r.Applied(e.ctx, "rev1", &spec.Spec{}, fsys); err != nil || !ok {
+		t.Errorf("no migrations: %v, %v; want true", ok, err)
+	}
+	e.write("0001_a.sql", "CREATE TABLE a (id int);")
+	applied(false, "before any run")
+	applied(false, "asked twice") // Applied itself ran nothing
+	if e.exists("a") {
+		t.Fatal("Applied ran a migration")
+	}
+	if err := r.Migrate(e.ctx, "rev1", sp, fsys); err != nil {
+		t.Fatal(err)
+	}
+	applied(true, "after the run")
+	e.write("0002_b.sql", "CREATE TABLE b (id int);")
+	applied(false, "with a new file")
+	e.remove("0002_b.sql")
+	e.write("0001_a.sql", "CREATE TABLE a (id bigint);")
+	applied(false, "with an applied file changed")
 }

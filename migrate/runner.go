@@ -128,3 +128,28 @@ func noTransaction(ms []Migration, version int64) bool {
 	}
 	return false
 }
+
+// Applied reports whether the ledger holds every migration of rev, applied,
+// and nothing it lacks (true when rev has none). It takes no lock and
+// changes nothing: a node waiting for its turn asks it before it starts the
+// overlap's new instances early (reconcile's ahead.go), so that new code
+// never meets the schema before its migrations.
+func (m *Runner) Applied(ctx context.Context, rev string, sp *spec.Spec, fsys fs.FS) (bool, error) {
+	if sp.Migrations == nil {
+		return true, nil
+	}
+	ms, err := Load(fsys, sp.Migrations.Dir)
+	if err != nil {
+		return false, err
+	}
+	db, err := OpenDatabase(ctx, m.cfg.Node, m.cfg.Database, SpecConfig(m.cfg.Node, rev, sp, m.cfg.Log))
+	if err != nil {
+		return false, err
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	st, err := db.Status(ctx, ms)
+	if err != nil {
+		return false, err
+	}
+	return len(st.Pending) == 0 && len(st.Failed) == 0 && len(st.Mismatched) == 0 && len(st.Missing) == 0, nil
+}

@@ -163,6 +163,16 @@ func (n *Node) guardRound(ctx context.Context, gc GuardConfig, g *guard) {
 		g.fails, g.passes = g.fails+1, 0
 	}
 	n.judge(ctx, gc, g, sp, failed)
+	n.mu.Lock()
+	ahead := n.aheadWaiting
+	n.mu.Unlock()
+	if ahead {
+		// The next release's workers, started ahead of the node's turn,
+		// run beside the live ones (ahead.go): a restart or a put-back
+		// of the workers would stop them, and the unit template names
+		// them now. The turn that comes next verifies everything.
+		return
+	}
 	n.restartFailing(ctx, gc, g, rev, sp, now)
 	n.putBackDrift(ctx, gc, g, rev, sp, now)
 }

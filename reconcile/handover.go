@@ -435,6 +435,16 @@ func (n *Node) soakAhead(ctx context.Context, sp *spec.Spec, ws []spec.Worker) e
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	sctx, cancel := context.WithTimeout(ctx, sp.Rollout.HealthTimeout.D())
+	defer cancel()
+	if err := n.waitChecks(sctx, n.instanceChecks(ws)); err != nil {
+		return fmt.Errorf("health checks after %s of soak: %w", soak, err)
+	}
+	return nil
+}
+
+// instanceChecks is one good answer from each instance of ws.
+func (n *Node) instanceChecks(ws []spec.Worker) []health.Check {
 	var cs []health.Check
 	for _, w := range ws {
 		for i, port := range w.InstancePorts() {
@@ -445,12 +455,7 @@ func (n *Node) soakAhead(ctx context.Context, sp *spec.Spec, ws []spec.Worker) e
 			})
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, sp.Rollout.HealthTimeout.D())
-	defer cancel()
-	if err := n.waitChecks(sctx, cs); err != nil {
-		return fmt.Errorf("health checks after %s of soak: %w", soak, err)
-	}
-	return nil
+	return cs
 }
 
 // sharedPort returns a port both a and b have instances on.

@@ -103,6 +103,9 @@ type Node struct {
 	retry map[string]retryState
 	// ahead is the branch head last prepared while pinned (desired.go).
 	ahead string
+	// aheadWaiting is true while instances started ahead of the node's
+	// turn wait for it (ahead.go); the guard then repairs nothing. Under mu.
+	aheadWaiting bool
 
 	// waitHealthy is health.Wait unless a test sets it: the in-process
 	// suite (suite_test.go) runs under testing/synctest, where real
@@ -314,8 +317,12 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	}
 	turnCtx, cancelTurn := context.WithTimeout(ctx, sp.Rollout.ProgressDeadline.D())
 	defer cancelTurn()
-	lockCtx, release, err := n.d.Lock.Acquire(turnCtx, rev, sp.Rollout.MaxUnavailable)
-	if err != nil {
+	// With the overlap handover the new instances may start while the
+	// node waits (ahead.go).
+	lockCtx, release, ho, decided, err := n.acquire(ctx, turnCtx, cur, rev, sp, fsys)
+	if isAheadError(err) {
+		return out, err // startAhead said what became of the revision
+	} else if err != nil {
 		err = fmt.Errorf("rollout lock: %w", err)
 		n.setStep(ctx, StepIdle, "", err)
 		return out, err
@@ -332,6 +339,16 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 	// From here on the node is the rollout's: the guard waits.
 	n.live.Lock()
 	defer n.live.Unlock()
+	n.mu.Lock()
+	n.aheadWaiting = false
+	n.mu.Unlock()
+	if ho != nil {
+		defer func() {
+			if !out.Applied {
+				n.settle(ctx) // the range started ahead, when the turn ends without it
+			}
+		}()
+	}
 	// Another node may have failed rev while this one waited.
 	if reason, halted, err := n.d.Registry.Halted(lockCtx, rev); err != nil {
 		n.setStep(ctx, StepIdle, "", err)
@@ -345,7 +362,7 @@ func (n *Node) SyncTo(ctx context.Context, rev string) (Outcome, error) {
 		n.setStep(ctx, StepIdle, "", err)
 		return out, err
 	}
-	out2, err := n.rollout(ctx, lockCtx, turnCtx, cur, rev, sp, fsys)
+	out2, err := n.rollout(ctx, lockCtx, turnCtx, cur, rev, sp, fsys, ho, decided)
 	out.Applied, out.RolledBack = out2.Applied, out2.RolledBack
 	out.Canary = canary && out.Applied
 	return out, err
@@ -480,7 +497,10 @@ func (n *Node) halt(ctx context.Context, rev string, cause error) {
 // rollout runs the node's turn while it holds the lock: migrations, the
 // capacity check, drain, switch, verify, and undrain, or roll back. ctx is
 // the agent's; lockCtx ends when the lock is lost; turnCtx bounds the waits.
-func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, sp *spec.Spec, fsys fs.FS) (Outcome, error) {
+//
+// ho is the overlap's new range when it was started ahead of the turn
+// (decided: startAhead ran already, and ho nil means restart).
+func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, sp *spec.Spec, fsys fs.FS, ho *handover, decided bool) (Outcome, error) {
 	out := Outcome{From: from, To: to}
 	n.setStep(ctx, StepMigrating, to, nil)
 	if err := n.d.Migrator.Migrate(lockCtx, to, sp, fsys); err != nil {
@@ -498,9 +518,18 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 	// while the node still serves, and must be healthy (handover.go);
 	// whatever runs beside the live release is stopped when the turn ends
 	// without it, or by Settle once it is live and the lock handed on.
-	ho, herr := n.startAhead(ctx, lockCtx, from, to, sp)
-	if herr != nil {
-		return out, herr
+	if ho != nil {
+		if err := n.stillHealthy(lockCtx, ho, sp); err != nil {
+			n.log.Warn("starting the new workers again in the node's turn", "rev", short(to), "err", err)
+			n.settle(ctx)
+			ho, decided = nil, false
+		}
+	}
+	if !decided {
+		var herr error
+		if ho, herr = n.startAhead(ctx, lockCtx, from, to, sp); herr != nil {
+			return out, herr
+		}
 	}
 	defer func() {
 		if !out.Applied {
