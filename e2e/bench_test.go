@@ -31,10 +31,10 @@ var (
 // rollout.handover value of -handovers (restart, then overlap), in one lab:
 // a sub-benchmark first commits the spec with that handover (not timed),
 // so before and after are measured on the same machine in the same run.
-// With overlap, each node's "ahead" (starting → draining: the new
-// instances started beside the live ones, healthy and soaked) is outside
-// the window, and both ranges' resident memory during the overlap is
-// reported.
+// With overlap, each node's "ahead" (the new instances started beside
+// the live ones, healthy and soaked) is outside the window, and said to be
+// before the node's turn when it was started while the node waited for the
+// lock; both ranges' resident memory during the overlap is reported.
 func BenchmarkRollout(b *testing.B) {
 	l := startConverged(b)
 	for _, h := range strings.Split(*handovers, ",") {
@@ -132,10 +132,12 @@ type window struct {
 	workers time.Duration // sum of the worker instances' restart-until-healthy
 	verify  time.Duration // verifying → undraining: health checks and soak
 	undrain time.Duration // undraining → idle: waiting for the LB to see it back
-	// With the overlap handover: starting → draining (the new instances
-	// started, healthy and soaked beside the live ones; outside the
-	// window), and both ranges' resident memory then, in MiB.
+	// With the overlap handover: the new instances' start until healthy
+	// and soaked beside the live ones (outside the window), whether that
+	// was before the node's turn, and both ranges' resident memory then,
+	// in MiB.
 	ahead           time.Duration
+	beforeTurn      bool
 	liveMiB, newMiB float64
 }
 
@@ -146,7 +148,11 @@ func (w window) String() string {
 		w.window.Round(time.Millisecond), w.drain.Round(time.Millisecond), w.workers.Round(time.Millisecond),
 		w.verify.Round(time.Millisecond), w.undrain.Round(time.Millisecond), (w.window - w.floor()).Round(time.Millisecond))
 	if w.ahead > 0 {
-		s += fmt.Sprintf("; ahead of it %s (overlap: live range %.0f MiB, new range %.0f MiB)", w.ahead.Round(time.Millisecond), w.liveMiB, w.newMiB)
+		when := "in the node's turn"
+		if w.beforeTurn {
+			when = "before the node's turn"
+		}
+		s += fmt.Sprintf("; ahead of it %s, %s (overlap: live range %.0f MiB, new range %.0f MiB)", w.ahead.Round(time.Millisecond), when, w.liveMiB, w.newMiB)
 	}
 	return s
 }
@@ -176,6 +182,10 @@ func drainedWindow(n *lab.Node, rev string) (window, error) {
 			verifying = f["step"] == "verifying"
 		case f["msg"] == "revision live" && f["rev"] == short:
 			steps["idle"] = at // the idle step is logged without a revision
+		case f["msg"] == "new release's workers healthy beside the live ones" && f["rev"] == short:
+			w.ahead, _ = time.ParseDuration(f["took"])
+		case f["msg"] == "new release's workers started ahead of the node's turn" && f["rev"] == short:
+			w.beforeTurn = true
 		case f["msg"] == "overlap memory" && f["rev"] == short:
 			w.liveMiB, _ = strconv.ParseFloat(f["liveMiB"], 64)
 			w.newMiB, _ = strconv.ParseFloat(f["newMiB"], 64)
@@ -195,9 +205,6 @@ func drainedWindow(n *lab.Node, rev string) (window, error) {
 	w.drain = steps["switching"].Sub(steps["draining"])
 	w.verify = steps["undraining"].Sub(steps["verifying"])
 	w.undrain = steps["idle"].Sub(steps["undraining"])
-	if !steps["starting"].IsZero() {
-		w.ahead = steps["draining"].Sub(steps["starting"])
-	}
 	return w, nil
 }
 
