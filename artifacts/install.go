@@ -20,8 +20,8 @@ import (
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/command"
 	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/internal/sandbox"
 	"github.com/drover-dev/drover/spec"
-	"github.com/drover-dev/drover/units"
 )
 
 // An install step (yarn install, npm ci) runs code from the internet: one
@@ -112,7 +112,7 @@ func (b *build) install(ctx context.Context, w *spec.Worker) error {
 }
 
 // RunInstallsInUnits makes every install step run in a transient systemd
-// unit (systemd-run) with the workers' sandbox (units.SandboxSettings): on
+// unit (systemd-run) with the workers' sandbox (sandbox.Settings): on
 // top of running as the build user with a clean environment, the step then
 // sees none of /etc/drover, nothing of the state dir but its new bundle
 // (writable) and its HOME, cannot reach the cloud metadata address, and has
@@ -147,12 +147,12 @@ func (b *build) unitCmd(w *spec.Worker, c command.Cmd, home string) command.Cmd 
 		"-p", fmt.Sprintf("RuntimeMaxSec=%ds", int(c.Timeout.Seconds())+1),
 		"-p", "TemporaryFileSystem=" + b.s.dir + ":ro",
 		"-p", "BindPaths=" + c.Dir + " " + home,
-		"-p", "InaccessiblePaths=-" + units.EtcDir,
+		"-p", "InaccessiblePaths=-" + sandbox.EtcDir,
 	}
 	if c.Credential != nil {
 		argv = append(argv, fmt.Sprintf("--uid=%d", c.Credential.Uid), fmt.Sprintf("--gid=%d", c.Credential.Gid))
 	}
-	for _, p := range units.SandboxSettings() {
+	for _, p := range sandbox.Settings() {
 		if strings.HasPrefix(p, "UMask=") {
 			p = "UMask=0022" // the worker, another user, reads what the step writes
 		}

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/secrets"
 	"github.com/drover-dev/drover/spec"
@@ -38,14 +37,13 @@ func (e *RevisionError) Unwrap() error { return e.Err }
 func (e *RevisionError) RevisionFault() bool { return true }
 
 // Store is the release store Releases decorates: reconcile's Releases
-// methods, and the artifacts store's releases and their directories.
+// methods, and where a release's directory is (the artifacts store).
 type Store interface {
 	Prepare(ctx context.Context, rev string, specBytes []byte, sp *spec.Spec, fsys fs.FS) error
 	Current() (string, error)
 	Switch(rev string) error
 	SpecOf(rev string) ([]byte, error)
 	Prune(ctx context.Context, keep int) error
-	Release(rev string) (*artifacts.Release, error)
 	ReleaseDir(rev string) string
 }
 
@@ -69,10 +67,7 @@ func (s Releases) Prepare(ctx context.Context, rev string, specBytes []byte, sp 
 	if len(envs) == 0 {
 		return nil
 	}
-	r, err := s.Store.Release(rev)
-	if err != nil {
-		return err
-	}
+	dir := s.Store.ReleaseDir(rev) // complete: Prepare returned
 	cur, err := s.Store.Current()
 	if err != nil {
 		return err
@@ -90,7 +85,7 @@ func (s Releases) Prepare(ctx context.Context, rev string, specBytes []byte, sp 
 		if cur != "" && cur != rev {
 			prev = layout.SecretsEnvFile(s.Store.ReleaseDir(cur), w.Name)
 		}
-		if err := secrets.PlaceEnvFile(layout.SecretsEnvFile(r.Dir, w.Name), prev, vs, uid, gid); err != nil {
+		if err := secrets.PlaceEnvFile(layout.SecretsEnvFile(dir, w.Name), prev, vs, uid, gid); err != nil {
 			return fmt.Errorf("worker %s: %w", w.Name, err)
 		}
 	}

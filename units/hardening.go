@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/internal/sandbox"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -16,12 +17,9 @@ const (
 	DefaultTasksMax  = 256
 )
 
-// MetadataAddr is the cloud metadata service (DigitalOcean, AWS, GCP,
-// Azure): it hands out the droplet's user data and, elsewhere, credentials.
-const MetadataAddr = "169.254.169.254"
-
-// EtcDir holds node.yaml and the node's secrets; no worker reads it.
-const EtcDir = "/etc/drover"
+// MetadataAddr is the cloud metadata service no worker reaches
+// (sandbox.MetadataAddr).
+const MetadataAddr = sandbox.MetadataAddr
 
 // hardening writes the sandbox of a worker's instances: what a Node.js (or
 // any plain network service) needs and nothing more, so that a compromised
@@ -57,51 +55,14 @@ func hardening(b *strings.Builder, w spec.Worker, liveDir string) error {
 		"# Sandbox: see units/hardening.go.",
 		"TemporaryFileSystem=" + quote(stateDir) + ":ro",
 		"BindReadOnlyPaths=" + quote(bundle),
-		"InaccessiblePaths=-" + quote(EtcDir),
+		"InaccessiblePaths=-" + quote(sandbox.EtcDir),
 	}
-	lines = append(lines, SandboxSettings()...)
+	lines = append(lines, sandbox.Settings()...)
 	lines = append(lines, "MemoryMax="+memMax, "TasksMax="+strconv.Itoa(tasks))
 	for _, l := range lines {
 		b.WriteString(l + "\n")
 	}
 	return nil
-}
-
-// SandboxSettings are the unit settings of every worker's sandbox that do
-// not depend on its paths or limits (see hardening); install steps run in
-// transient units with the same (package artifacts).
-func SandboxSettings() []string {
-	return []string{
-		"NoNewPrivileges=yes",
-		"CapabilityBoundingSet=",
-		"AmbientCapabilities=",
-		"ProtectSystem=strict",
-		"ProtectHome=yes",
-		"PrivateTmp=yes",
-		"PrivateDevices=yes",
-		"DevicePolicy=closed",
-		"ProtectKernelTunables=yes",
-		"ProtectKernelModules=yes",
-		"ProtectKernelLogs=yes",
-		"ProtectControlGroups=yes",
-		"ProtectClock=yes",
-		"ProtectHostname=yes",
-		"ProtectProc=invisible",
-		"ProcSubset=pid",
-		"RestrictNamespaces=yes",
-		"RestrictRealtime=yes",
-		"RestrictSUIDSGID=yes",
-		"LockPersonality=yes",
-		"RemoveIPC=yes",
-		"KeyringMode=private",
-		"UMask=0077",
-		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-		"SystemCallArchitectures=native",
-		"SystemCallFilter=@system-service",
-		"SystemCallFilter=~@privileged @resources @mount @swap @reboot @raw-io @module @obsolete @cpu-emulation @debug",
-		"SystemCallErrorNumber=EPERM",
-		"IPAddressDeny=" + MetadataAddr,
-	}
 }
 
 // checkSize accepts what systemd's MemoryMax= takes that a spec may
