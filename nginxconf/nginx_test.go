@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,6 +54,20 @@ func (w *world) workers() map[proc]string {
 	return kids
 }
 
+// sameProcs reports whether a and b hold the same processes, whatever
+// their titles.
+func sameProcs(a, b map[proc]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p := range a {
+		if _, ok := b[p]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // confDirClean fails the test if a candidate was left beside the live file.
 func (w *world) confDirClean() {
 	w.t.Helper()
@@ -77,7 +90,7 @@ func TestInstallUnchangedDoesNotReload(t *testing.T) {
 	if err != nil || changed {
 		t.Fatalf("Install of the live bytes: changed=%v err=%v, want false, nil", changed, err)
 	}
-	if after := w.workers(); !maps.Equal(before, after) {
+	if after := w.workers(); !sameProcs(before, after) {
 		t.Errorf("nginx's workers changed from %v to %v: it was reloaded", before, after)
 	}
 	if fi2, _ := os.Stat(w.n.Config); !fi2.ModTime().Equal(fi.ModTime()) {
@@ -147,8 +160,11 @@ func TestInstallRefusedCandidateChangesNothing(t *testing.T) {
 			if !bytes.Equal(w.liveBytes(), live) {
 				t.Error("the live file changed")
 			}
-			if after := w.workers(); !maps.Equal(before, after) {
-				t.Error("nginx was reloaded")
+			// The same processes (a reload forks new workers); not the
+			// same titles: a worker nginx just forked may not have set
+			// its own title yet when before was read.
+			if after := w.workers(); !sameProcs(before, after) {
+				t.Errorf("nginx was reloaded: workers %v, then %v", before, after)
 			}
 			if resp, body := w.mustGet(c, "app.test", "/"); resp.Header.Get("X-Rev") != "1" || body != "site app\n" {
 				t.Errorf("nginx serves X-Rev %q, body %q; want the old site", resp.Header.Get("X-Rev"), body)
