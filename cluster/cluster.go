@@ -69,6 +69,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/drover-dev/drover/nodestate"
+	"github.com/drover-dev/drover/spec"
 )
 
 // Config says how to reach Redis and how the cluster's keys are named.
@@ -156,7 +157,7 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("cluster.%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &spec.FieldError{Field: "cluster." + field, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case len(c.Addrs) == 0 && len(c.SentinelAddrs) == 0:

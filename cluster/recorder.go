@@ -38,7 +38,7 @@ type HistoryRecorder struct {
 	// turn so far, the same reading of the statuses as the metrics' and
 	// the alerts'. Rollout goroutine only.
 	known, seen map[string]bool
-	turn  nodestate.TurnTracker
+	turn        nodestate.TurnTracker
 	// pending are the writes that failed, oldest first (do).
 	pending []func(context.Context) error
 }

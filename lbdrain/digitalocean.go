@@ -53,11 +53,11 @@ func newDigitalOcean(cfg Config, log *slog.Logger) (*digitalOcean, error) {
 	c := cfg.DigitalOcean
 	b, err := os.ReadFile(c.TokenFile)
 	if err != nil {
-		return nil, &FieldError{Field: "digitalocean.tokenFile", Problem: err.Error()}
+		return nil, fieldError("digitalocean.tokenFile", err.Error())
 	}
 	token := strings.TrimSpace(string(b))
 	if token == "" {
-		return nil, &FieldError{Field: "digitalocean.tokenFile", Problem: c.TokenFile + " is empty"}
+		return nil, fieldError("digitalocean.tokenFile", c.TokenFile+" is empty")
 	}
 	apiURL := c.APIURL
 	if apiURL == "" {
@@ -73,7 +73,7 @@ func newDigitalOcean(cfg Config, log *slog.Logger) (*digitalOcean, error) {
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: bearer{token: token, base: http.DefaultTransport}}
 	api, err := godo.New(hc, godo.SetBaseURL(apiURL), godo.SetUserAgent("drover-lbdrain"))
 	if err != nil {
-		return nil, &FieldError{Field: "digitalocean.apiURL", Problem: err.Error()}
+		return nil, fieldError("digitalocean.apiURL", err.Error())
 	}
 	return &digitalOcean{
 		api: api, lbID: c.LoadBalancerID, metadataURL: metadataURL, dropletID: c.DropletID,

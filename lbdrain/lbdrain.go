@@ -73,6 +73,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/spec"
 )
 
 // Driver takes this node out of the load balancer's rotation and back. Its
@@ -171,18 +173,15 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is one invalid setting. Field is the setting's path under
-// node.yaml's lb section ("haproxy.backend", "healthcheck.interval"), so
-// that it reads as spec's message for the same field would; the settings
-// drover derives rather than reads from lb (statusURL from
-// nginx.statusListen, healthCheck.dir from stateDir, drainTimeout, the
-// margins, dropletID) keep Config's own names.
-type FieldError struct {
-	Field   string
-	Problem string
+// fieldError is one invalid setting, as spec names it: Field is the
+// setting's path under node.yaml's lb section ("haproxy.backend",
+// "healthcheck.interval"), so that it reads as spec's message for the same
+// field would; the settings drover derives rather than reads from lb
+// (statusURL from nginx.statusListen, healthCheck.dir from stateDir,
+// drainTimeout, the margins, dropletID) keep Config's own names.
+func fieldError(field, problem string) *spec.FieldError {
+	return &spec.FieldError{Field: "lb." + field, Msg: problem}
 }
-
-func (e *FieldError) Error() string { return "lb." + e.Field + ": " + e.Problem }
 
 // Validate reports every invalid field of the selected driver at once.
 // node.yaml's lb section is validated by spec (at least as strictly), so for
@@ -191,7 +190,7 @@ func (e *FieldError) Error() string { return "lb." + e.Field + ": " + e.Problem 
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
+		errs = append(errs, fieldError(field, fmt.Sprintf(format, args...)))
 	}
 	switch c.Driver {
 	case DriverNone:

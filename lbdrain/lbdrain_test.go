@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drover-dev/drover/spec"
 )
 
 func TestValidateNamesEveryBadField(t *testing.T) {
@@ -33,9 +35,9 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 			err := c.cfg.Validate()
 			var got []string
 			for _, e := range unjoin(err) {
-				var fe *FieldError
+				var fe *spec.FieldError
 				if !errors.As(e, &fe) {
-					t.Fatalf("%v is not a *FieldError", e)
+					t.Fatalf("%v is not a *spec.FieldError", e)
 				}
 				got = append(got, strings.SplitN(e.Error(), ":", 2)[0])
 			}

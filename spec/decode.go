@@ -19,9 +19,12 @@ type Pos struct {
 	Line, Col int
 }
 
-// FieldError is one problem with one field of one file.
+// FieldError is one problem with one field of one file: drover's one
+// error type for a bad setting. Packages that check a Config built in code
+// (lbdrain, cluster) use it too, with no File and the field named by its
+// node.yaml key.
 type FieldError struct {
-	File  string
+	File  string // "" when the setting came from code, not a file
 	Pos   Pos    // zero when the field is absent from the file
 	Field string // path such as workers[1].port; empty for the whole file
 	Msg   string
@@ -33,7 +36,9 @@ func (e *FieldError) Error() string {
 	if e.Pos.Line > 0 {
 		fmt.Fprintf(&b, ":%d:%d", e.Pos.Line, e.Pos.Col)
 	}
-	b.WriteString(": ")
+	if e.File != "" || e.Pos.Line > 0 {
+		b.WriteString(": ")
+	}
 	if e.Field != "" {
 		b.WriteString(e.Field)
 		b.WriteString(": ")
