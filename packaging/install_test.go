@@ -12,7 +12,7 @@ import (
 
 // standinAgent plays the agent's side of the sd_notify protocol for the
 // upgrade test: READY=1, and as STATUS= whatever /run/drover-status says,
-// as the agent reports its step (notify.go's statusText). The postinst and
+// as the agent reports its step (internal/sdnotify's StatusText). The postinst and
 // drover idle under test read only that and the journal file.
 const standinAgent = `#!/bin/sh
 while :; do

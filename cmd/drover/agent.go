@@ -13,6 +13,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/binpages"
 	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/internal/sdnotify"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -111,7 +112,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// Under systemd (Type=notify): STATUS= and WATCHDOG=1 from now on,
 	// STOPPING=1 when ctx ends, READY=1 once recovery tells the node's
 	// state (see notify.go).
-	sd := startNotifier(ctx, n.log, rn.Status, n.cfg.Repo.PollInterval.D())
+	sd := sdnotify.Start(ctx, n.log, rn.Status, n.cfg.Repo.PollInterval.D())
 	defer sd.Stop()
 	n.log.Info("agent started", "version", version, "repo", n.cfg.Repo.URL, "branch", n.cfg.Repo.Branch, "every", n.cfg.Repo.PollInterval.D())
 	rn.Register(ctx)

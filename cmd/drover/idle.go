@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	runner "github.com/drover-dev/drover/internal/command"
-	"github.com/drover-dev/drover/internal/layout"
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/internal/sdnotify"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -51,7 +47,7 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		why := agentBusy(cfg.StateDir, state, text)
+		why := sdnotify.AgentBusy(cfg.StateDir, state, text)
 		if why == "" {
 			fmt.Fprintf(stdout, "%s is idle (%s)\n", *unit, orNone(text, state))
 			return nil
@@ -80,7 +76,7 @@ func orNone(s, alt string) string {
 }
 
 // unitStatus asks systemd for the unit's ActiveState and the StatusText the
-// agent sends it (sd_notify STATUS=, see notify.go).
+// agent sends it (sd_notify STATUS=, see internal/sdnotify).
 func unitStatus(ctx context.Context, unit string) (state, text string, err error) {
 	out, err := runner.Run(ctx, runner.Cmd{
 		Argv:    []string{"systemctl", "show", "--property=ActiveState,StatusText", unit},
@@ -99,49 +95,4 @@ func unitStatus(ctx context.Context, unit string) (state, text string, err error
 		}
 	}
 	return state, text, nil
-}
-
-// idleSteps are the steps of an agent between turns; any other step (or a
-// journal on disk) means a change is under way. A failed revision is idle
-// once its rollback finished, which the journal's absence shows.
-var idleSteps = []reconcile.Step{reconcile.StepIdle, reconcile.StepPaused, reconcile.StepFailed}
-
-// agentBusy says why the agent of a unit in ActiveState state, whose status
-// line is text, is in the middle of a change, or "" when it is not. The
-// journal in stateDir is the agent's own record of a change in flight
-// (from the drain to the undrain); the status line also covers the turn's
-// start (lock taken, migrations, capacity wait), before the journal.
-func agentBusy(stateDir, state, text string) string {
-	switch state {
-	case "active", "reloading", "deactivating":
-	case "activating":
-		return "the agent is starting (it recovers a change left in flight before it says READY)"
-	default:
-		return "" // not running: nothing to interrupt
-	}
-	journal := layout.New(stateDir).Journal()
-	if data, err := os.ReadFile(journal); err == nil {
-		// A change held by onFailure: halt is not in flight: the node
-		// stays drained on the failed release whether the agent restarts
-		// or not (reconcile's Recover keeps it), so an upgrade may go on.
-		var e struct {
-			Held bool `json:"held"`
-		}
-		if json.Unmarshal(data, &e) != nil || !e.Held {
-			return fmt.Sprintf("a change is in flight (%s exists; agent: %s)", journal, orNone(text, "no status"))
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Sprintf("cannot tell whether a change is in flight: %v", err)
-	}
-	word, _, _ := strings.Cut(text, " ")
-	word = strings.TrimSuffix(word, ",")
-	for _, s := range idleSteps {
-		if word == string(s) {
-			return ""
-		}
-	}
-	if word == "stopping" {
-		return ""
-	}
-	return fmt.Sprintf("the agent is %s", orNone(text, "running without a status yet"))
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/internal/sdnotify"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
 )
@@ -179,7 +180,7 @@ func firstLine(s string) string {
 // healthColumn is the guard's verdict with the time it changed, cut to
 // width runes when width > 0; "-" before the guard's first verdict.
 func healthColumn(st reconcile.Status, width int) string {
-	h := firstLine(healthText(st))
+	h := firstLine(sdnotify.HealthText(st))
 	if h == "" {
 		if width == 0 {
 			return ""

@@ -1,8 +1,11 @@
-package main
+// Package sdnotify is the agent's side of systemd's notify protocol
+// (sd_notify(3)) and the one-line status it publishes there, which `drover
+// idle` (the package upgrade's "between rollouts?") reads back through
+// systemctl: the two ends of that line live here together.
+package sdnotify
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,10 +14,11 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/drover-dev/drover/reconcile"
+	"github.com/drover-dev/drover/internal/revid"
+	"github.com/drover-dev/drover/nodestate"
 )
 
-// notifier speaks systemd's notify protocol (sd_notify(3)) for an agent run
+// Notifier speaks systemd's notify protocol (sd_notify(3)) for an agent run
 // as a Type=notify service: READY=1 once the agent runs its loop, STATUS=
 // with the node's step and revision whenever that changes, WATCHDOG=1 at half
 // of WatchdogSec while the loop shows signs of life, and STOPPING=1 when the
@@ -26,15 +30,15 @@ import (
 // restart, Recover finishes or undoes the change it was in (DESIGN.md,
 // invariant 4). But a step can rightly take minutes (an install, a health
 // deadline, the wait for the rollout lock), and every step has its own
-// deadline inside reconcile, so a slow step is not a stall: the notifier
+// deadline inside reconcile, so a slow step is not a stall: the Notifier
 // withholds pings only when neither the step (Status.Since) nor the polls
 // (Status.Seen) moved for stallAfter, which is longer than any step may take.
 // systemd's watchdog signal is SIGABRT, on which Go prints the goroutines'
 // stacks (all of them with GOTRACEBACK=all, as examples/systemd sets), so
 // such a restart leaves its reason in the journal.
-type notifier struct {
+type Notifier struct {
 	send       func(state string) error
-	status     func() reconcile.Status
+	status     func() nodestate.Status
 	log        *slog.Logger
 	watchdog   time.Duration // WatchdogSec; 0 when systemd watches nothing
 	stallAfter time.Duration
@@ -45,7 +49,7 @@ type notifier struct {
 	stalled   bool // run's goroutine only
 }
 
-// statusEvery is how often the notifier looks at the node's status for a
+// statusEvery is how often the Notifier looks at the node's status for a
 // change worth a STATUS= line.
 const statusEvery = time.Second
 
@@ -54,12 +58,12 @@ const statusEvery = time.Second
 // worker) of a handful of workers.
 const minStallAfter = time.Hour
 
-// startNotifier returns the agent's notifier; its goroutine stops when ctx
+// Start returns the agent's Notifier; its goroutine stops when ctx
 // ends or Stop is called, and says STOPPING=1 as it goes. poll is the repo
 // poll interval: an idle loop shows life once per poll.
-func startNotifier(ctx context.Context, log *slog.Logger, status func() reconcile.Status, poll time.Duration) *notifier {
+func Start(ctx context.Context, log *slog.Logger, status func() nodestate.Status, poll time.Duration) *Notifier {
 	if os.Getenv("NOTIFY_SOCKET") == "" {
-		return &notifier{} // not run by systemd as a Type=notify service
+		return &Notifier{} // not run by systemd as a Type=notify service
 	}
 	wd, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
@@ -76,29 +80,29 @@ func startNotifier(ctx context.Context, log *slog.Logger, status func() reconcil
 	return s
 }
 
-func newNotifier(send func(string) error, status func() reconcile.Status, log *slog.Logger, watchdog, stallAfter time.Duration) *notifier {
-	return &notifier{send: send, status: status, log: log, watchdog: watchdog, stallAfter: stallAfter}
+func newNotifier(send func(string) error, status func() nodestate.Status, log *slog.Logger, watchdog, stallAfter time.Duration) *Notifier {
+	return &Notifier{send: send, status: status, log: log, watchdog: watchdog, stallAfter: stallAfter}
 }
 
-func (s *notifier) start(ctx context.Context) {
+func (s *Notifier) start(ctx context.Context) {
 	ctx, s.stop = context.WithCancel(ctx)
 	s.done = make(chan struct{})
 	go s.run(ctx)
 }
 
 // Ready tells systemd that the agent is up; only the first call counts.
-func (s *notifier) Ready() {
+func (s *Notifier) Ready() {
 	if s.send == nil {
 		return
 	}
 	s.readyOnce.Do(func() {
-		s.notify("READY=1\nSTATUS=" + statusText(s.status()))
+		s.notify("READY=1\nSTATUS=" + StatusText(s.status()))
 	})
 }
 
 // Stop says STOPPING=1 (if the agent's context has not already made it) and
-// waits for the notifier's goroutine to end.
-func (s *notifier) Stop() {
+// waits for the Notifier's goroutine to end.
+func (s *Notifier) Stop() {
 	if s.send == nil {
 		return
 	}
@@ -106,7 +110,7 @@ func (s *notifier) Stop() {
 	<-s.done
 }
 
-func (s *notifier) run(ctx context.Context) {
+func (s *Notifier) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.stopping()
 	statusTick := time.NewTicker(statusEvery)
@@ -120,7 +124,7 @@ func (s *notifier) run(ctx context.Context) {
 	}
 	last := ""
 	for {
-		if text := statusText(s.status()); text != last {
+		if text := StatusText(s.status()); text != last {
 			s.notify("STATUS=" + text)
 			last = text
 		}
@@ -136,7 +140,7 @@ func (s *notifier) run(ctx context.Context) {
 
 // feed sends WATCHDOG=1 if the loop showed life within stallAfter, and says
 // once why it stopped feeding otherwise.
-func (s *notifier) feed() {
+func (s *Notifier) feed() {
 	st := s.status()
 	last := st.Since
 	if st.Seen.After(last) {
@@ -145,7 +149,7 @@ func (s *notifier) feed() {
 	if idle := time.Since(last); idle > s.stallAfter {
 		if !s.stalled {
 			s.log.Error("the agent's loop made no progress; withholding the watchdog so that systemd restarts the agent",
-				"step", st.Step, "rev", shortRev(st.Target), "for", idle.Round(time.Second))
+				"step", st.Step, "rev", revid.Short(st.Target), "for", idle.Round(time.Second))
 		}
 		s.stalled = true
 		return
@@ -154,58 +158,12 @@ func (s *notifier) feed() {
 	s.notify("WATCHDOG=1")
 }
 
-func (s *notifier) stopping() {
+func (s *Notifier) stopping() {
 	s.notify("STOPPING=1\nSTATUS=stopping")
 }
 
-func (s *notifier) notify(state string) {
+func (s *Notifier) notify(state string) {
 	if err := s.send(state); err != nil {
 		s.log.Warn("notify systemd", "state", strings.ReplaceAll(state, "\n", " "), "err", err)
 	}
-}
-
-// statusText is the node's status as one line for systemctl status: the
-// step, the revision it is about, the live one and the last error.
-func statusText(st reconcile.Status) string {
-	var b strings.Builder
-	switch {
-	case st.Step == reconcile.StepIdle && st.Rev == "":
-		b.WriteString("idle, no release yet")
-	case st.Step == reconcile.StepIdle:
-		fmt.Fprintf(&b, "idle on %s", shortRev(st.Rev))
-	case st.Target == "" || st.Target == st.Rev:
-		fmt.Fprintf(&b, "%s %s", st.Step, shortRev(st.Rev))
-	default:
-		fmt.Fprintf(&b, "%s %s (live %s)", st.Step, shortRev(st.Target), shortRev(st.Rev))
-	}
-	if st.Error != "" {
-		b.WriteString(": ")
-		b.WriteString(st.Error)
-	}
-	if h := healthText(st); h != "" {
-		b.WriteString("; ")
-		b.WriteString(h)
-	}
-	// One line: a newline would end the assignment and start another (an
-	// error text must not be able to say READY=1 or WATCHDOG=1).
-	text := strings.Join(strings.Fields(b.String()), " ")
-	if len(text) > 200 {
-		text = strings.ToValidUTF8(text[:197], "") + "..."
-	}
-	return text
-}
-
-// healthText is the guard's verdict as people read it: "healthy",
-// "out (guard: <check>: <why>)" or "degraded (<why>)"; "" before the
-// guard's first verdict.
-func healthText(st reconcile.Status) string {
-	switch st.Health {
-	case reconcile.HealthUnknown:
-		return ""
-	case reconcile.HealthOut:
-		return "out (guard: " + st.HealthWhy + ")"
-	case reconcile.HealthDegraded, reconcile.HealthFailing:
-		return string(st.Health) + " (" + st.HealthWhy + ")"
-	}
-	return string(st.Health)
 }
