@@ -2,98 +2,25 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"slices"
 
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
-	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/spec"
 )
 
-// sigVerifier is node.yaml's repo.verify as reconcile sees it: gitsource
-// checks the signatures, and a refused commit is the revision's fault.
-type sigVerifier struct {
-	repo *gitsource.Repo
-	cfg  spec.RepoVerify
-	// signersFile records who signed each accepted revision, newest last.
-	signersFile string
-}
-
-// signerRecord is one line of the signers file.
-type signerRecord struct {
-	Rev    string `json:"rev"`
-	Signer string `json:"signer"`
-}
-
-// maxSigners bounds the signers file: far more than the releases kept.
-const maxSigners = 200
-
-// newSigVerifier loads the keys once to fail at start on a broken file;
-// nil cfg means the git server is trusted.
-func newSigVerifier(repo *gitsource.Repo, cfg *spec.RepoVerify, stateDir string) (*sigVerifier, error) {
+// newSigVerifier is node.yaml's repo.verify as reconcile's Verifier; nil
+// without it (the git server is trusted).
+func newSigVerifier(repo *gitsource.Repo, cfg *spec.RepoVerify, stateDir string) (*gitsource.Verifier, error) {
 	if cfg == nil {
 		return nil, nil
 	}
-	if _, err := gitsource.LoadTrust(cfg.OpenPGPKeyring, cfg.SSHAllowedSigners); err != nil {
-		return nil, err
-	}
-	return &sigVerifier{repo: repo, cfg: *cfg, signersFile: layout.New(stateDir).Signers()}, nil
-}
-
-// Verify re-reads the key files at every revision, so that adding or
-// removing a key takes effect without restarting the agent. A key file
-// that no longer loads is the node's fault, not the revision's: retried.
-func (v *sigVerifier) Verify(ctx context.Context, rev, live string) (string, error) {
-	trust, err := gitsource.LoadTrust(v.cfg.OpenPGPKeyring, v.cfg.SSHAllowedSigners)
-	if err != nil {
-		return "", err
-	}
-	// A refused signature is a *gitsource.SignatureError, which says it
-	// is the revision's fault (RevisionFault): halted, not retried.
-	signer, err := v.repo.Verify(ctx, gitsource.VerifyConfig{Trust: trust, All: v.cfg.Require == spec.RequireAll}, rev, live)
-	if err != nil {
-		return signer, err
-	}
-	return signer, v.record(rev, signer)
-}
-
-func (v *sigVerifier) records() []signerRecord {
-	var rs []signerRecord
-	if data, err := os.ReadFile(v.signersFile); err == nil {
-		json.Unmarshal(data, &rs)
-	}
-	return rs
-}
-
-func (v *sigVerifier) record(rev, signer string) error {
-	rs := slices.DeleteFunc(v.records(), func(r signerRecord) bool { return r.Rev == rev })
-	rs = append(rs, signerRecord{Rev: rev, Signer: signer})
-	if len(rs) > maxSigners {
-		rs = rs[len(rs)-maxSigners:]
-	}
-	data, err := json.Marshal(rs)
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(v.signersFile, data, 0o644)
-}
-
-// Signer is who signed rev, from the signers file.
-func (v *sigVerifier) Signer(rev string) string {
-	if rev == "" {
-		return ""
-	}
-	for _, r := range v.records() {
-		if r.Rev == rev {
-			return r.Signer
-		}
-	}
-	return ""
+	return gitsource.NewVerifier(repo, gitsource.VerifierConfig{
+		OpenPGPKeyring: cfg.OpenPGPKeyring, SSHAllowedSigners: cfg.SSHAllowedSigners,
+		RequireAll: cfg.Require == spec.RequireAll, SignersFile: layout.New(stateDir).Signers(),
+	})
 }
 
 // verifyHead is validate --verify: HEAD of dir's repository must be signed

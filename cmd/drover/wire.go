@@ -37,7 +37,7 @@ type node struct {
 	cl  *cluster.Cluster
 	lb  *lbdrain.Drainer
 	// verifier checks signatures (nil without repo.verify).
-	verifier *sigVerifier
+	verifier *gitsource.Verifier
 	// obs is the registry as the rollout sees it (observed).
 	obs *observedRegistry
 	// traffic is the node's own request figures (canary.go); nil before
