@@ -23,15 +23,26 @@ import (
 // node's turn, under the lock and within the capacity rule, and the node
 // serves its live release throughout.
 //
-// Not while rollouts are paused (drover pause: nothing starts), and only
-// where startAhead would overlap in the turn (not a first deploy, not
-// restart). While the range started ahead waits, the guard still checks the
-// live release and judges the node, but restarts no instance and puts back
+// Not while rollouts are paused (drover pause: nothing starts), not with
+// rollout.canary (no other node runs the revision before it is judged, and a
+// start failing here would halt it under the canary), and only where
+// startAhead would overlap in the turn (not a first deploy, not restart).
+// The ledger is asked every second at first, less often while it says "not
+// yet", and no more once it cannot be read. A range started ahead keeps
+// waiting only while its revision may still go out: once another node
+// halts it or rollouts are paused, the range is stopped at once, and the
+// turn, if it comes, starts it again.
+//
+// While the range started ahead waits, the guard still checks the live
+// release and judges the node, but restarts no instance and puts back
 // no drift (aheadWaiting): the unit template already names the new release,
-// and the supervisor's Apply would stop the range started ahead. When the
-// turn does not come (the wait ends, the revision is halted meanwhile) the
-// range is stopped (settle); an agent killed meanwhile finds no journal, and
-// its Recover starts the live placement and stops the rest.
+// and the supervisor's Apply would stop the range started ahead (with
+// systemd the two ranges share one template unit, so a live instance that
+// crashes while the range waits comes back on the new release's unit: the
+// price of the overlap, here for the length of the wait). When the turn
+// does not come the range is stopped (settle); an agent killed meanwhile
+// finds no journal, and its Recover starts the live placement and stops the
+// rest.
 
 // LedgerReader is a Migrator that can say, read-only, whether the ledger
 // holds every migration of rev, applied (migrate.Runner).
@@ -44,8 +55,13 @@ type Pauser interface {
 	Paused(ctx context.Context) (why string, paused bool, err error)
 }
 
-// aheadPoll is how often a node waiting for the lock asks the ledger.
-const aheadPoll = time.Second
+// aheadPoll is how often a node waiting for the lock first asks the ledger;
+// each "not yet" doubles it, up to aheadPollMax, so that nodes waiting
+// through a long migration do not open a database session every second.
+const (
+	aheadPoll    = time.Second
+	aheadPollMax = 8 * time.Second
+)
 
 // aheadError is a start ahead that failed: startAhead already said so
 // (halted the revision, or reported the node's fault).
@@ -86,53 +102,91 @@ func (n *Node) acquire(ctx, turnCtx context.Context, cur, rev string, sp *spec.S
 		}
 		return g.held, func(ctx context.Context) error { defer cancelAcq(); return g.release(ctx) }, nil
 	}
-	tick := time.NewTicker(aheadPoll)
-	defer tick.Stop()
-	for ask := true; ; ask = false {
-		if !ask {
+	every := aheadPoll
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	asking := true // false once the start ran, or the ledger cannot be read
+	for {
+		select {
+		case g := <-grants:
+			held, release, err = granted(g)
+			if err != nil && ho != nil {
+				n.live.Lock()
+				n.endAhead(ctx)
+				n.live.Unlock()
+				ho = nil
+			}
+			return held, release, ho, decided, err
+		case <-timer.C:
+		}
+		switch {
+		case ho != nil:
+			// Started: the range waits for the turn only while the
+			// revision may still go out (not halted by another node,
+			// rollouts not paused); else it stops, and the turn, if it
+			// comes, starts it again.
+			if why := n.aheadStale(turnCtx, rev); why != "" {
+				n.log.Info("stopping the workers started ahead", "rev", short(rev), "because", why)
+				n.live.Lock()
+				n.endAhead(ctx)
+				n.live.Unlock()
+				ho, decided = nil, false
+			}
+		case asking:
+			may, final := n.aheadAllowed(turnCtx, ledger, rev, sp, fsys)
+			if final {
+				asking = false
+			}
+			if !may {
+				every = min(2*every, aheadPollMax)
+				break
+			}
+			asking = false
 			select {
-			case g := <-grants:
+			case g := <-grants: // the turn came meanwhile: start in it, as ever
 				held, release, err = granted(g)
 				return held, release, nil, false, err
-			case <-tick.C:
+			default:
+			}
+			n.live.Lock()
+			h, err := n.startAhead(ctx, turnCtx, cur, rev, sp)
+			n.mu.Lock()
+			n.aheadWaiting = h != nil
+			n.mu.Unlock()
+			n.live.Unlock()
+			if err != nil {
+				cancelAcq()
+				go func() {
+					if g := <-grants; g.err == nil {
+						_ = g.release(context.WithoutCancel(ctx))
+					}
+				}()
+				return nil, nil, nil, true, &aheadError{err}
+			}
+			ho, decided = h, true
+			if ho != nil {
+				n.log.Info("new release's workers started ahead of the node's turn", "rev", short(rev))
+				n.setStep(ctx, StepWaiting, rev, nil)
+				every = aheadPoll
 			}
 		}
-		if !n.aheadAllowed(turnCtx, ledger, rev, sp, fsys) {
-			continue
-		}
-		select {
-		case g := <-grants: // the turn came meanwhile: start in it, as ever
-			held, release, err = granted(g)
-			return held, release, nil, false, err
-		default:
-		}
-		n.live.Lock()
-		ho, err = n.startAhead(ctx, turnCtx, cur, rev, sp)
-		n.mu.Lock()
-		n.aheadWaiting = ho != nil
-		n.mu.Unlock()
-		n.live.Unlock()
-		if err != nil {
-			cancelAcq()
-			go func() {
-				if g := <-grants; g.err == nil {
-					_ = g.release(context.WithoutCancel(ctx))
-				}
-			}()
-			return nil, nil, nil, true, &aheadError{err}
-		}
-		if ho != nil {
-			n.log.Info("new release's workers started ahead of the node's turn", "rev", short(rev))
-			n.setStep(ctx, StepWaiting, rev, nil)
-		}
-		held, release, err = granted(<-grants)
-		if err != nil && ho != nil {
-			n.live.Lock()
-			n.endAhead(ctx)
-			n.live.Unlock()
-		}
-		return held, release, ho, true, err
+		timer.Reset(every)
 	}
+}
+
+// aheadStale says why a range started ahead must not wait on: rev was
+// halted meanwhile, or rollouts paused ("" when neither; an error reading
+// either is not a reason).
+func (n *Node) aheadStale(ctx context.Context, rev string) string {
+	if reason, halted, err := n.d.Registry.Halted(ctx, rev); err == nil && halted {
+		return "halted: " + reason
+	}
+	if p, ok := n.d.Lock.(Pauser); ok {
+		if why, paused, err := p.Paused(ctx); err == nil && paused {
+			return "rollouts paused: " + why
+		}
+	}
+	return ""
 }
 
 // mayStartAhead is the cheap part of startAhead's choice: whether this
@@ -141,26 +195,34 @@ func (n *Node) mayStartAhead(cur string, sp *spec.Spec) bool {
 	if cur == "" || len(sp.Workers) == 0 || sp.Rollout.Handover == spec.HandoverRestart {
 		return false
 	}
+	// With a canary the other nodes must not run the revision until it is
+	// judged, and a start failing here would halt it under the canary's
+	// feet: the start stays in the turn.
+	if n.canaryOn(sp) {
+		return false
+	}
 	_, ok := n.rawSupervisor().(starter)
 	return ok
 }
 
-// aheadAllowed says whether the node may start rev's instances now: rollouts
-// are not paused and the ledger holds rev's migrations. An error is a no.
-func (n *Node) aheadAllowed(ctx context.Context, ledger LedgerReader, rev string, sp *spec.Spec, fsys fs.FS) bool {
+// aheadAllowed says whether the node may start rev's instances now:
+// rollouts are not paused and the ledger holds rev's migrations. final is
+// true when asking again is pointless: the ledger cannot be read (no
+// database section, a bad DSN file) — the start then stays in the turn.
+func (n *Node) aheadAllowed(ctx context.Context, ledger LedgerReader, rev string, sp *spec.Spec, fsys fs.FS) (may, final bool) {
 	if p, ok := n.d.Lock.(Pauser); ok {
 		if _, paused, err := p.Paused(ctx); err != nil || paused {
-			return false
+			return false, false
 		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	done, err := ledger.Applied(lctx, rev, sp, fsys)
 	if err != nil {
-		n.log.Debug("cannot read the ledger; the new workers start in the node's turn", "rev", short(rev), "err", err)
-		return false
+		n.log.Info("cannot read the ledger; the new workers start in the node's turn", "rev", short(rev), "err", err)
+		return false, true
 	}
-	return done
+	return done, false
 }
 
 // endAhead forgets a range started ahead whose turn did not come, and stops

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"strings"
 	"sync"
@@ -144,25 +145,87 @@ func TestStartAheadWaitsForTheLedger(t *testing.T) {
 	}
 }
 
-// TestStartAheadHaltedMeanwhile: another node halts the revision while this
-// one waits with the new range started: when the turn comes the range is
-// stopped, and the node never left the LB.
-func TestStartAheadHaltedMeanwhile(t *testing.T) {
-	r, lock, led := aheadRig(t)
-	led.applied.Store(true)
-	reg := &haltingRegistry{haltRegistry: r.reg}
-	r.n.d.Registry = reg
-	wait := syncAsync(t, r.n)
-	waitUntil(t, "bbbb started ahead", func() bool { return r.sup.running()[r.port+1] == "bbbb" })
-	reg.halted.Store(true)
-	close(lock.open)
-	out, err := wait()
-	if err == nil || out.Applied || !strings.Contains(err.Error(), "halted") {
-		t.Fatalf("rollout of a revision halted meanwhile: %+v, %v", out, err)
+// TestStartAheadHaltedOrPausedMeanwhile: another node halts the revision,
+// or an operator pauses rollouts, while this one waits with the new range
+// started: the range stops while the node still waits (it does not run a
+// halted revision's code until its turn), and the node never leaves the LB.
+func TestStartAheadHaltedOrPausedMeanwhile(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		stop func(*haltingRegistry, *gateLock)
+		want string // the turn's end: halted, or rolled out once resumed
+	}{
+		{"halted", func(reg *haltingRegistry, _ *gateLock) { reg.halted.Store(true) },
+			"start bbbb@A, stop bbbb@A, lock"},
+		{"paused", func(_ *haltingRegistry, lock *gateLock) { lock.paused.Store(true) },
+			"start bbbb@A, stop bbbb@A, lock, start bbbb@A, drain, switch bbbb, nginx A, undrain, stop aaaa@P"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, lock, led := aheadRig(t)
+			led.applied.Store(true)
+			reg := &haltingRegistry{haltRegistry: r.reg}
+			r.n.d.Registry = reg
+			wait := syncAsync(t, r.n)
+			waitUntil(t, "bbbb started ahead", func() bool { return r.sup.running()[r.port+1] == "bbbb" })
+			c.stop(reg, lock)
+			waitUntil(t, "the range stopped while waiting", func() bool { return r.sup.running()[r.port+1] == "" })
+			lock.paused.Store(false) // resumed: the lock is handed out again
+			close(lock.open)
+			out, err := wait()
+			if c.name == "halted" && (err == nil || out.Applied || !strings.Contains(err.Error(), "halted")) {
+				t.Fatalf("rollout of a revision halted meanwhile: %+v, %v", out, err)
+			}
+			if c.name == "paused" && (err != nil || !out.Applied) {
+				t.Fatalf("rollout after the pause: %+v, %v", out, err)
+			}
+			r.mustHistory(t, c.want)
+		})
 	}
-	r.mustHistory(t, "start bbbb@A, lock, stop bbbb@A")
-	r.mustRun(t, map[int]string{r.port: "aaaa"})
-	r.mustEnd(t, "aaaa")
+}
+
+// TestStartAheadNotWithACanary: with rollout.canary the other nodes must not
+// run the revision before it is judged, so nothing starts before the turn.
+func TestStartAheadNotWithACanary(t *testing.T) {
+	r, _, _ := aheadRig(t)
+	r.n.d.Canaries, r.n.d.Traffic = &memCanaries{recs: map[string]Canary{}}, &fakeTraffic{}
+	sp := r.n.specOrNil("bbbb")
+	if !r.n.mayStartAhead("aaaa", sp) {
+		t.Fatal("control: without a canary the spec cannot start ahead")
+	}
+	sp.Rollout.Canary = &spec.Canary{}
+	if r.n.mayStartAhead("aaaa", sp) {
+		t.Error("with a canary the new workers would start before the canary decides")
+	}
+}
+
+// failingLedger cannot be read (no database section, say).
+type failingLedger struct {
+	noMigrations
+	asked atomic.Int32
+}
+
+func (m *failingLedger) Applied(context.Context, string, *spec.Spec, fs.FS) (bool, error) {
+	m.asked.Add(1)
+	return false, errors.New("node.yaml of node n1 has no database section")
+}
+
+// TestStartAheadStopsAskingAnUnreadableLedger: a ledger that cannot be read
+// is asked once; the start stays in the turn.
+func TestStartAheadStopsAskingAnUnreadableLedger(t *testing.T) {
+	r, lock, _ := aheadRig(t)
+	led := &failingLedger{}
+	r.n.d.Migrator = led
+	wait := syncAsync(t, r.n)
+	waitUntil(t, "asked", func() bool { return led.asked.Load() >= 1 })
+	time.Sleep(2500 * time.Millisecond) // more than two polls
+	if got := led.asked.Load(); got != 1 {
+		t.Errorf("asked %d times, want once", got)
+	}
+	close(lock.open)
+	if out, err := wait(); err != nil || !out.Applied {
+		t.Fatalf("rollout: %+v, %v", out, err)
+	}
+	r.mustHistory(t, "lock, start bbbb@A, drain, switch bbbb, nginx A, undrain, stop aaaa@P")
 }
 
 // TestStartAheadRangeDiedMeanwhile: the instances started ahead stop

@@ -310,6 +310,7 @@ func (n *Node) startAhead(ctx, lockCtx context.Context, from, to string, sp *spe
 	// the live release's placement and stops whatever else runs.
 	unsettled := kind == spec.HandoverOverlap || fromPlace != placement{Rev: from}
 	if err := n.writePlaces(unsettled, fromPlace, toPlace); err != nil {
+		n.setStep(ctx, StepIdle, "", err) // the node's fault: the next sync tries again
 		return nil, err
 	}
 	if kind != spec.HandoverOverlap {
