@@ -164,11 +164,22 @@ func TestNodePolicyAppliedByValidateAndAgent(t *testing.T) {
 		t.Errorf("drover validate --node with the tightened policy: %v\n%s", err, out)
 	}
 	n.startAgent()
-	// Up again: serving, and back in the LB (the health endpoint answers
-	// 200 once the restarted instances passed their checks).
+	// Up again: serving from both instances, and back in the LB. One good
+	// answer is not enough: the exec supervisor's workers died with the
+	// agent and come back one at a time, the health file the old agent
+	// left says 200 meanwhile, and nginx skips an instance for its
+	// fail_timeout (2 s) after a failed try, so an early answer can be
+	// followed by 502s while the second instance starts.
 	n.waitFor("A up again", func(st reconcile.Status) bool {
-		code, _ := n.get("api.test", "/version")
-		return code == 200 && st.Rev == a && n.lbHealth() == 200
+		if st.Rev != a || n.lbHealth() != 200 {
+			return false
+		}
+		for range 4 {
+			if code, body := n.get("api.test", "/version"); code != 200 || body != "api A" {
+				return false
+			}
+		}
+		return true
 	})
 	if st := n.status(); st.Step == reconcile.StepFailed {
 		t.Errorf("the live release was refused after the policy tightened: %+v", st)
