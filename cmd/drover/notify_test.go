@@ -13,11 +13,6 @@ import (
 	"github.com/drover-dev/drover/internal/systemdtest"
 )
 
-var (
-	revA = strings.Repeat("a", 40)
-	revB = strings.Repeat("b", 40)
-)
-
 // TestAgentUnderSystemd runs the real agent under a real systemd with the
 // unit of examples/systemd (its hardening included), a WatchdogSec of 2 s,
 // nginx as a service of its own, and the systemd supervisor: READY makes the
