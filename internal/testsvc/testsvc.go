@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,9 @@ import (
 // is picked below the kernel's ephemeral range, from which every outgoing
 // connection takes its local port: a server told to listen on a port from
 // that range may find it taken by a test's own client in the meantime.
+// A port is handed out at most once per test binary: two calls in a row
+// (an HTTPS and a health port for the same nginx) would otherwise get the
+// same port now and then, since nothing listens on it between the calls.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	lo, hi := 10000, 32000
@@ -37,6 +41,9 @@ func FreePort(t testing.TB) int {
 	}
 	for range 1000 {
 		port := lo + rand.IntN(hi-lo)
+		if !claimPort(port) {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
@@ -48,6 +55,22 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// claimPort reports whether port was not handed out before, and marks it.
+func claimPort(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
+}
+
 // FreePorts returns the first of n consecutive free ports (a worker with n
 // instances listens on port, port+1, …).
 func FreePorts(t testing.TB, n int) int {
@@ -56,6 +79,10 @@ func FreePorts(t testing.TB, n int) int {
 		base := FreePort(t)
 		ok := true
 		for i := 1; i < n && ok; i++ {
+			if !claimPort(base + i) {
+				ok = false
+				break
+			}
 			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
 			if ok = err == nil; ok {
 				l.Close()
