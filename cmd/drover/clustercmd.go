@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/reconcile"
@@ -33,7 +34,7 @@ func withCluster(ctx context.Context, config string, cfg *spec.Node, fn func(cfg
 			return err
 		}
 	}
-	c, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	c, err := agent.OpenCluster(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
@@ -218,7 +219,7 @@ func cmdClear(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		if err := openHistory(cfg, c).Action(ctx, rev, cluster.Action{By: operator(), What: "cleared"}); err != nil {
+		if err := agent.OpenHistory(cfg, c).Action(ctx, rev, cluster.Action{By: operator(), What: "cleared"}); err != nil {
 			fmt.Fprintf(stderr, "drover clear: record in history: %v\n", err)
 		}
 		fmt.Fprintf(stdout, "cleared halted revision %s\n", rev)
@@ -248,7 +249,7 @@ func matchRev(prefix string, revs []string, what string) (string, error) {
 // (pause, resume) in the history, on the revision live now; a failure to
 // record it only warns: the act itself is done.
 func recordOnLive(ctx context.Context, cfg *spec.Node, c *cluster.Cluster, a cluster.Action, stderr io.Writer) {
-	hist := openHistory(cfg, c)
+	hist := agent.OpenHistory(cfg, c)
 	revs, err := hist.List(ctx, 0)
 	if err == nil {
 		if rev := cluster.CurrentLive(revs); rev != "" {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/migrate"
@@ -186,7 +187,7 @@ func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *sl
 	if set, kept, err := migrate.LoadRelease(layout.New(node.StateDir).Release(rev), rev); kept {
 		return set, err
 	}
-	repo, err := openCLIRepo(node, log)
+	repo, err := agent.OpenCLIRepo(node, log)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLeve
 	default:
 		set.Revision, _ = liveRevision(node) // only recorded; none is fine
 	}
-	db, err := openDatabase(ctx, node, set.Config(cliNode(node), log))
+	db, err := agent.OpenDatabase(ctx, node, set.Config(cliNode(node), log))
 	if err != nil {
 		return nil, nil, err
 	}

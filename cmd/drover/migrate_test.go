@@ -15,12 +15,14 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/internal/testsvc"
 	"github.com/drover-dev/drover/migrate"
 	"github.com/drover-dev/drover/reconcile"
 	"github.com/drover-dev/drover/spec"
-	"github.com/jackc/pgx/v5"
 )
 
 var _ reconcile.Migrator = (*migrate.Runner)(nil)
@@ -378,7 +380,7 @@ func (e *migrateEnv) node() *spec.Node {
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func testMigratorApplies(t *testing.T, e *migrateEnv) {
-	m := newMigrator(e.node(), discard())
+	m := agent.NewMigrator(e.node(), discard())
 	fsys := fstest.MapFS{"migrations/0001_a.sql": {Data: []byte("CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n")}}
 	for range 2 {
 		if err := m.Migrate(e.ctx, "rev1", rolloutSpec(t, ""), fsys); err != nil {
@@ -394,13 +396,13 @@ func testMigratorApplies(t *testing.T, e *migrateEnv) {
 	// A spec without migrations needs no database at all.
 	n := e.node()
 	n.Database = nil
-	if err := newMigrator(n, discard()).Migrate(e.ctx, "rev2", &spec.Spec{}, fstest.MapFS{}); err != nil {
+	if err := agent.NewMigrator(n, discard()).Migrate(e.ctx, "rev2", &spec.Spec{}, fstest.MapFS{}); err != nil {
 		t.Fatalf("no migrations: %v", err)
 	}
 }
 
 func testMigratorFailure(t *testing.T, e *migrateEnv) {
-	m := newMigrator(e.node(), discard())
+	m := agent.NewMigrator(e.node(), discard())
 	fsys := fstest.MapFS{"migrations/0001_bad.sql": {Data: []byte("CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nSELECT * FROM nosuch;\n")}}
 	err := m.Migrate(e.ctx, "rev1", rolloutSpec(t, ""), fsys)
 	var me *migrate.MigrationError
@@ -435,13 +437,13 @@ func testMigratorNotRevisionFaults(t *testing.T, e *migrateEnv) {
 	down := e.node()
 	e.write("down.dsn", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", testsvc.FreePort(t)))
 	down.Database.DSNFile = filepath.Join(e.dir, "down.dsn")
-	if err := newMigrator(down, discard()).Migrate(e.ctx, "rev1", sp, fsys); err == nil || reconcile.IsBadRevision(err) {
+	if err := agent.NewMigrator(down, discard()).Migrate(e.ctx, "rev1", sp, fsys); err == nil || reconcile.IsBadRevision(err) {
 		t.Fatalf("database down: %v, want an error that is not a bad revision", err)
 	}
 	// node.yaml without a database: the node's fault, said so.
 	none := e.node()
 	none.Database = nil
-	if err := newMigrator(none, discard()).Migrate(e.ctx, "rev1", sp, fsys); err == nil || reconcile.IsBadRevision(err) ||
+	if err := agent.NewMigrator(none, discard()).Migrate(e.ctx, "rev1", sp, fsys); err == nil || reconcile.IsBadRevision(err) ||
 		!strings.Contains(err.Error(), "no database section") {
 		t.Fatalf("no database section: %v", err)
 	}
@@ -457,7 +459,7 @@ func testMigratorNotRevisionFaults(t *testing.T, e *migrateEnv) {
 	if _, err := tx.Exec(e.ctx, "LOCK TABLE locked IN ACCESS SHARE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	m := newMigrator(e.node(), discard())
+	m := agent.NewMigrator(e.node(), discard())
 	start := time.Now()
 	err = m.Migrate(e.ctx, "rev1", sp, fsys)
 	var me *migrate.MigrationError

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/internal/layout"
 	"github.com/drover-dev/drover/migrate"
@@ -57,7 +58,7 @@ func pinCommand(ctx context.Context, name string, args []string, stdout, stderr 
 		return usageError{"give exactly one REV"}
 	}
 	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
-		hist := openHistory(cfg, c)
+		hist := agent.OpenHistory(cfg, c)
 		var rev string
 		var err error
 		if len(pos) == 1 {
@@ -97,7 +98,7 @@ func pinCommand(ctx context.Context, name string, args []string, stdout, stderr 
 		if name == "rollback" {
 			kind, verb = notify.KindRolledBack, "rolled back to"
 		}
-		notifyNow(ctx, cfg, notify.Event{ID: fmt.Sprintf("%s:%s:%d", name, rev, p.At.UnixNano()), Kind: kind, Revision: rev, By: p.By, Reason: r,
+		agent.NotifyNow(ctx, cfg, notify.Event{ID: fmt.Sprintf("%s:%s:%d", name, rev, p.At.UnixNano()), Kind: kind, Revision: rev, By: p.By, Reason: r,
 			Text: fmt.Sprintf("%s %s %s: %s", p.By, verb, shortRev(rev), r)})
 		return poke(ctx, cfg, c, name+" by "+p.By)
 	})
@@ -130,11 +131,11 @@ func cmdUnpin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		if err := openHistory(cfg, c).Action(ctx, p.Rev, cluster.Action{By: by, What: "unpinned"}); err != nil {
+		if err := agent.OpenHistory(cfg, c).Action(ctx, p.Rev, cluster.Action{By: by, What: "unpinned"}); err != nil {
 			fmt.Fprintf(stderr, "drover unpin: record in history: %v\n", err)
 		}
 		fmt.Fprintf(stdout, "unpinned (was %s): the nodes follow the branch again\n", shortRev(p.Rev))
-		notifyNow(ctx, cfg, notify.Event{ID: fmt.Sprintf("unpin:%s:%d", p.Rev, time.Now().UnixNano()), Kind: notify.KindUnpinned, Revision: p.Rev, By: by,
+		agent.NotifyNow(ctx, cfg, notify.Event{ID: fmt.Sprintf("unpin:%s:%d", p.Rev, time.Now().UnixNano()), Kind: notify.KindUnpinned, Revision: p.Rev, By: by,
 			Text: fmt.Sprintf("%s unpinned %s: the nodes follow the branch again", by, shortRev(p.Rev))})
 		return poke(ctx, cfg, c, "unpin by "+by)
 	})
@@ -168,7 +169,7 @@ func pinnerOf(cfg *spec.Node, c *cluster.Cluster) reconcile.Pinner {
 // resolveRev turns REV into a full commit id: a full id as is, a prefix
 // matched against the revisions the history and this node's release store
 // know.
-func resolveRev(ctx context.Context, cfg *spec.Node, hist history, arg string) (string, error) {
+func resolveRev(ctx context.Context, cfg *spec.Node, hist agent.History, arg string) (string, error) {
 	arg = strings.ToLower(strings.TrimSpace(arg))
 	full := fullRevRE.MatchString(arg)
 	if !full && (len(arg) < 4 || strings.Trim(arg, "0123456789abcdef") != "") {
@@ -196,7 +197,7 @@ const pinFetchTimeout = time.Minute
 // fetchForPin fetches rev into the CLI's own git store (the agent's is
 // its alone).
 func fetchForPin(ctx context.Context, cfg *spec.Node, rev string) error {
-	repo, err := openCLIRepo(cfg, slog.New(slog.DiscardHandler))
+	repo, err := agent.OpenCLIRepo(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
@@ -207,7 +208,7 @@ func fetchForPin(ctx context.Context, cfg *spec.Node, rev string) error {
 
 // knownRevs are the revisions the history and this node's release store
 // know.
-func knownRevs(ctx context.Context, cfg *spec.Node, hist history) []string {
+func knownRevs(ctx context.Context, cfg *spec.Node, hist agent.History) []string {
 	var known []string
 	if revs, err := hist.List(ctx, 0); err == nil {
 		for _, r := range revs {
@@ -226,7 +227,7 @@ func knownRevs(ctx context.Context, cfg *spec.Node, hist history) []string {
 
 // previousLive is the revision that was live before the current one: from
 // the history, else this node's release store (its "previous" link).
-func previousLive(ctx context.Context, cfg *spec.Node, hist history) (string, error) {
+func previousLive(ctx context.Context, cfg *spec.Node, hist agent.History) (string, error) {
 	revs, err := hist.List(ctx, 0)
 	if err != nil {
 		return "", err
@@ -259,7 +260,7 @@ func checkPinMigrations(ctx context.Context, cfg *spec.Node, rev string, force b
 	if err != nil {
 		return fmt.Errorf("check the migrations of %s: %w (--force skips the check)", shortRev(rev), err)
 	}
-	db, err := openDatabase(ctx, cfg, set.Config(cliNode(cfg), log))
+	db, err := agent.OpenDatabase(ctx, cfg, set.Config(cliNode(cfg), log))
 	if err != nil {
 		return fmt.Errorf("check the migrations of %s: %w", shortRev(rev), err)
 	}

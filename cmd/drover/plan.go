@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/artifacts"
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/internal/layout"
@@ -52,7 +53,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // never locks or changes it, so it runs beside a live agent.
 func makePlan(ctx context.Context, cfg *spec.Node) (*plan.Plan, error) {
 	log := slog.New(slog.DiscardHandler)
-	repo, err := openCLIRepo(cfg, log)
+	repo, err := agent.OpenCLIRepo(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func makePlan(ctx context.Context, cfg *spec.Node) (*plan.Plan, error) {
 		Node: cfg.Name, StateDir: cfg.StateDir, Live: cur,
 		Rev: rev, Tree: tree, Dir: cfg.Repo.Dir, Policy: cfg.Policy,
 		SourceIDs: artifacts.SourceIDs,
-		Render:    newWebServer(cfg, layout.New(cfg.StateDir).Current(), "", log).Render,
+		Render:    agent.NewWebServer(cfg, layout.New(cfg.StateDir).Current(), "", log).Render,
 	}
 	if cfg.Secrets != nil {
 		identity := cfg.Secrets.IdentityFile

@@ -15,9 +15,10 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drover-dev/drover/internal/binpages"
 	"github.com/drover-dev/drover/internal/testsvc"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkAgentIdle runs the real agent (the helpers' node: a blog site and

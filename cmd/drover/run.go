@@ -8,6 +8,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/drover-dev/drover/internal/revid"
 )
 
 // Exit codes of every command.
@@ -133,3 +135,6 @@ func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "drover %s\n", version)
 	return nil
 }
+
+// shortRev abbreviates a commit id for people.
+func shortRev(rev string) string { return revid.Short(rev) }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 // serveMetrics starts node.yaml's metrics listener (metrics.listen) and
 // feeds it the node's status changes and halts; without the section it does
 // nothing. Call it before the node's first report.
-func (n *node) serveMetrics(ctx context.Context) (stop func(), err error) {
+func (n *Node) serveMetrics(ctx context.Context) (stop func(), err error) {
 	if n.cfg.Metrics == nil {
 		return func() {}, nil
 	}

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 // newNotifier builds node.yaml's notify section (nil without one). c dedupes
 // across the cluster's nodes (nil: one node, nothing to dedupe).
-func newAlertNotifier(ctx context.Context, cfg *spec.Node, c *cluster.Cluster, log *slog.Logger) (*notify.Notifier, error) {
+func newNotifier(ctx context.Context, cfg *spec.Node, c *cluster.Cluster, log *slog.Logger) (*notify.Notifier, error) {
 	nt := cfg.Notify
 	if nt == nil {
 		return nil, nil
@@ -52,8 +52,8 @@ func clusterName(cfg *spec.Node) string {
 
 // startAlerts wires node.yaml's notify section into the agent; stop closes
 // the notifier.
-func (n *node) startAlerts(ctx context.Context) (stop func(), err error) {
-	nt, err := newAlertNotifier(ctx, n.cfg, n.cl, n.log)
+func (n *Node) startAlerts(ctx context.Context) (stop func(), err error) {
+	nt, err := newNotifier(ctx, n.cfg, n.cl, n.log)
 	if err != nil || nt == nil {
 		return func() {}, err
 	}
@@ -79,10 +79,10 @@ func (n *node) startAlerts(ctx context.Context) (stop func(), err error) {
 	return func() { cancel(); <-done; nt.Close() }, nil
 }
 
-// notifyNow sends a command's event (pin, unpin, rollback) before the
+// NotifyNow sends a command's event (pin, unpin, rollback) before the
 // command exits; a failing receiver costs at most its tries.
-func notifyNow(ctx context.Context, cfg *spec.Node, e notify.Event) {
-	nt, err := newAlertNotifier(ctx, cfg, nil, slog.New(slog.DiscardHandler))
+func NotifyNow(ctx context.Context, cfg *spec.Node, e notify.Event) {
+	nt, err := newNotifier(ctx, cfg, nil, slog.New(slog.DiscardHandler))
 	if err != nil || nt == nil {
 		return
 	}

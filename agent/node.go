@@ -1,4 +1,13 @@
-package main
+// Package agent is one node's drover agent, built from node.yaml: it opens
+// the config repo, the release store, nginx, the workers' supervisor, the
+// load-balancer driver and the cluster, hands them to reconcile's state
+// machine, and runs what goes beside it (the guard, the webhook, the
+// traffic counter of the canary, metrics, alerts, the history recorder).
+// cmd/drover's agent command only parses flags and calls Run or RunOnce;
+// the other commands take the parts they share with the agent from here
+// (OpenCluster, OpenCLIRepo, NewWebServer, OpenHistory, NotifyNow), so a
+// command and the agent always read node.yaml the same way.
+package agent
 
 import (
 	"context"
@@ -13,7 +22,6 @@ import (
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/internal/layout"
-	"github.com/drover-dev/drover/internal/revid"
 	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/nginxconf"
 	"github.com/drover-dev/drover/reconcile"
@@ -23,9 +31,8 @@ import (
 	"github.com/drover-dev/drover/units"
 )
 
-// node is one node's parts, built from node.yaml: the agent, plan and
-// status all start here.
-type node struct {
+// Node is one node's parts, built from node.yaml.
+type Node struct {
 	cfg   *spec.Node
 	log   *slog.Logger
 	repo  *gitsource.Repo
@@ -40,14 +47,15 @@ type node struct {
 	verifier *gitsource.Verifier
 	// obs is the registry as the rollout sees it (observed).
 	obs *observedRegistry
-	// traffic is the node's own request figures (canary.go); nil before
+	// traffic is the node's own request figures (traffic.go); nil before
 	// startTraffic or without a cluster.
 	traffic reconcile.Traffic
 }
 
-// openNode reads node.yaml, opens the repo and the release store, and
+// Open reads node.yaml at configPath (logging to stderr as its log section
+// says), opens the repo and the release store, and
 // connects to the cluster. It changes nothing on the node.
-func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, error) {
+func Open(ctx context.Context, configPath string, stderr io.Writer) (*Node, error) {
 	cfg, err := spec.LoadNode(configPath)
 	if err != nil {
 		return nil, err
@@ -60,7 +68,7 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	repo, err := openRepo(cfg, layout.New(cfg.StateDir).Git(), log)
+	repo, err := OpenRepo(cfg, layout.New(cfg.StateDir).Git(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +77,7 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 		repo.Close()
 		return nil, err
 	}
-	n := &node{cfg: cfg, log: log, repo: repo, store: store, reg: &reconcile.FileRegistry{Dir: cfg.StateDir}}
+	n := &Node{cfg: cfg, log: log, repo: repo, store: store, reg: &reconcile.FileRegistry{Dir: cfg.StateDir}}
 	if cfg.Secrets != nil {
 		// Fail at start on an identity that is missing or readable by others.
 		if _, err := secrets.LoadIdentity(cfg.Secrets.IdentityFile); err != nil {
@@ -85,7 +93,7 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 		n.Close()
 		return nil, err
 	}
-	if n.cl, err = openCluster(ctx, cfg, log); err != nil {
+	if n.cl, err = OpenCluster(ctx, cfg, log); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -93,12 +101,12 @@ func openNode(ctx context.Context, configPath string, stderr io.Writer) (*node, 
 	if n.cl != nil {
 		trafficLog = layout.New(cfg.StateDir).TrafficLog()
 	}
-	n.web = newWebServer(cfg, store.LiveDir(), trafficLog, log.With("part", "nginx"))
+	n.web = NewWebServer(cfg, store.LiveDir(), trafficLog, log.With("part", "nginx"))
 	return n, nil
 }
 
-// openRepo opens node.yaml's config repo with its git store in dir.
-func openRepo(cfg *spec.Node, dir string, log *slog.Logger) (*gitsource.Repo, error) {
+// OpenRepo opens node.yaml's config repo with its git store in dir.
+func OpenRepo(cfg *spec.Node, dir string, log *slog.Logger) (*gitsource.Repo, error) {
 	return gitsource.Open(gitsource.Config{
 		URL:            cfg.Repo.URL,
 		Branch:         cfg.Repo.Branch,
@@ -110,15 +118,15 @@ func openRepo(cfg *spec.Node, dir string, log *slog.Logger) (*gitsource.Repo, er
 	}, log.With("part", "git"))
 }
 
-// openCLIRepo opens the config repo for commands that run beside a live
+// OpenCLIRepo opens the config repo for commands that run beside a live
 // agent (plan, migrate, pin), in a store of their own: the agent's
 // (STATE/git) is the agent's alone, since go-git is not safe across
 // processes.
-func openCLIRepo(cfg *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
-	return openRepo(cfg, layout.New(cfg.StateDir).GitCLI(), log)
+func OpenCLIRepo(cfg *spec.Node, log *slog.Logger) (*gitsource.Repo, error) {
+	return OpenRepo(cfg, layout.New(cfg.StateDir).GitCLI(), log)
 }
 
-func (n *node) Close() {
+func (n *Node) Close() {
 	if n.cl != nil {
 		n.cl.Close()
 	}
@@ -127,8 +135,8 @@ func (n *node) Close() {
 }
 
 // observed is the registry the rollout reports to, watched by the history
-// recorder (cluster/recorder.go) and the metrics (metrics.go).
-func (n *node) observed() *observedRegistry {
+// recorder (cluster/recorder.go) and the metrics (metrics.go), the alerts (alerts.go).
+func (n *Node) observed() *observedRegistry {
 	if n.obs != nil {
 		return n.obs
 	}
@@ -141,7 +149,7 @@ func (n *node) observed() *observedRegistry {
 		c, err := n.repo.Commit(ctx, rev)
 		return cluster.RevisionMeta{Author: c.Author, Committer: c.Committer, Subject: c.Message}, err
 	}
-	rec := cluster.NewHistoryRecorder(openHistory(n.cfg, n.cl), n.cfg.Name, commit, signer, n.log.With("part", "history"))
+	rec := cluster.NewHistoryRecorder(OpenHistory(n.cfg, n.cl), n.cfg.Name, commit, signer, n.log.With("part", "history"))
 	n.obs.watch = append(n.obs.watch, rec.Observe)
 	if n.cl == nil {
 		// The cluster's Halt records itself in the history.
@@ -152,7 +160,7 @@ func (n *node) observed() *observedRegistry {
 
 // registry is where halts and status live: the cluster's, or the state
 // dir's for a single node.
-func (n *node) registry() reconcile.Registry {
+func (n *Node) registry() reconcile.Registry {
 	if n.cl != nil {
 		return n.cl
 	}
@@ -172,7 +180,7 @@ func newLogger(c spec.Log, w io.Writer) (*slog.Logger, error) {
 }
 
 // reconciler builds the state machine over the node's parts.
-func (n *node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
+func (n *Node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
 	return reconcile.New(reconcile.Config{
 		Name:         n.cfg.Name,
 		RepoDir:      n.cfg.Repo.Dir,
@@ -191,14 +199,14 @@ func (n *node) reconciler(sup reconcile.Supervisor) (*reconcile.Node, error) {
 	}, n.deps(sup))
 }
 
-func (n *node) deps(sup reconcile.Supervisor) reconcile.Deps {
+func (n *Node) deps(sup reconcile.Supervisor) reconcile.Deps {
 	d := reconcile.Deps{
 		Source:     treeSource{n.repo},
 		Releases:   n.releases(),
 		Web:        n.web,
 		Supervisor: sup,
 		Drainer:    n.lb,
-		Migrator:   newMigrator(n.cfg, n.log),
+		Migrator:   NewMigrator(n.cfg, n.log),
 		Registry:   n.observed(),
 	}
 	if n.cl != nil {
@@ -215,7 +223,7 @@ func (n *node) deps(sup reconcile.Supervisor) reconcile.Deps {
 
 // releases is the release store as reconcile drives it: with workers'
 // secretEnv files decrypted into each release.
-func (n *node) releases() reconcile.Releases {
+func (n *Node) releases() reconcile.Releases {
 	r := secretenv.Releases{Store: releaseStore{n.store}}
 	if n.cfg.Secrets != nil {
 		r.IdentityFile = n.cfg.Secrets.IdentityFile
@@ -238,7 +246,7 @@ func guardConfig(g spec.Guard) reconcile.GuardConfig {
 }
 
 // newSupervisor picks how workers run on this node.
-func (n *node) newSupervisor() (units.Supervisor, error) {
+func (n *Node) newSupervisor() (units.Supervisor, error) {
 	kind := n.cfg.Supervisor
 	if kind == "" {
 		kind = units.Detect()
@@ -301,9 +309,9 @@ var (
 	_ reconcile.WebDrift  = (*nginxconf.Server)(nil)
 )
 
-// newWebServer builds the nginx server from node.yaml's nginx section;
+// NewWebServer builds the nginx server from node.yaml's nginx section;
 // trafficLog is the canary's request log ("" for none).
-func newWebServer(cfg *spec.Node, liveDir, trafficLog string, log *slog.Logger) *nginxconf.Server {
+func NewWebServer(cfg *spec.Node, liveDir, trafficLog string, log *slog.Logger) *nginxconf.Server {
 	ng := cfg.Nginx
 	sc := nginxconf.ServerConfig{
 		Binary:         ng.Binary,
@@ -338,5 +346,5 @@ func newWebServer(cfg *spec.Node, liveDir, trafficLog string, log *slog.Logger) 
 	return nginxconf.NewServer(sc, log)
 }
 
-// shortRev abbreviates a commit id for people.
-func shortRev(rev string) string { return revid.Short(rev) }
+// Name is the node's name in node.yaml.
+func (n *Node) Name() string { return n.cfg.Name }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -20,9 +20,9 @@ import (
 // registry, halts, events, sync fan-out), the load-balancer drain driver and
 // the push webhook receiver, each from its node.yaml section.
 
-// openCluster connects to the cluster's Redis, or returns nil for a single
+// OpenCluster connects to the cluster's Redis, or returns nil for a single
 // node (no cluster section).
-func openCluster(ctx context.Context, cfg *spec.Node, log *slog.Logger) (*cluster.Cluster, error) {
+func OpenCluster(ctx context.Context, cfg *spec.Node, log *slog.Logger) (*cluster.Cluster, error) {
 	c, ok := cluster.ConfigFor(cfg)
 	if !ok {
 		return nil, nil
@@ -86,7 +86,7 @@ func startWebhook(cfg *spec.Node, trigger webhook.Trigger, dedupe webhook.Dedupe
 
 // coordinate starts what ties a running agent to its cluster: heartbeat,
 // sync subscription, webhook. The returned function stops them.
-func (n *node) coordinate(ctx context.Context, trigger *reconcile.Trigger) (stop func(), err error) {
+func (n *Node) coordinate(ctx context.Context, trigger *reconcile.Trigger) (stop func(), err error) {
 	var stops []func()
 	stopAll := func() {
 		for i := len(stops) - 1; i >= 0; i-- {

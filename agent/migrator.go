@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"github.com/drover-dev/drover/spec"
 )
 
-// newMigrator is the rollout's migrate.Runner (a reconcile.Migrator) for
+// NewMigrator is the rollout's migrate.Runner (a reconcile.Migrator) for
 // node.yaml cfg.
-func newMigrator(cfg *spec.Node, log *slog.Logger) *migrate.Runner {
+func NewMigrator(cfg *spec.Node, log *slog.Logger) *migrate.Runner {
 	return migrate.NewRunner(migrate.RunnerConfig{Node: cfg.Name, Database: migrateDatabase(cfg), Log: log.With("part", "migrate")})
 }
 
@@ -22,7 +22,7 @@ func migrateDatabase(cfg *spec.Node) *migrate.Database {
 	return &migrate.Database{DSNFile: cfg.Database.DSNFile}
 }
 
-// openDatabase connects to the database of node.yaml.
-func openDatabase(ctx context.Context, node *spec.Node, cfg migrate.Config) (*migrate.Migrator, error) {
+// OpenDatabase connects to the database of node.yaml.
+func OpenDatabase(ctx context.Context, node *spec.Node, cfg migrate.Config) (*migrate.Migrator, error) {
 	return migrate.OpenDatabase(ctx, node.Name, migrateDatabase(node), cfg)
 }
