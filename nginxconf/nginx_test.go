@@ -54,14 +54,13 @@ func (w *world) workers() map[proc]string {
 	return kids
 }
 
-// sameProcs reports whether a and b hold the same processes, whatever
-// their titles.
-func sameProcs(a, b map[proc]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for p := range a {
-		if _, ok := b[p]; !ok {
+// notReloaded reports whether every worker of before still runs, titled as
+// it was: a reload ends the old workers or retitles them "worker process
+// is shutting down". A worker after holds that before lacks is not one:
+// nginx starts its workers one by one, and newWorld returns at the first.
+func notReloaded(before, after map[proc]string) bool {
+	for p, title := range before {
+		if after[p] != title {
 			return false
 		}
 	}
@@ -90,7 +89,7 @@ func TestInstallUnchangedDoesNotReload(t *testing.T) {
 	if err != nil || changed {
 		t.Fatalf("Install of the live bytes: changed=%v err=%v, want false, nil", changed, err)
 	}
-	if after := w.workers(); !sameProcs(before, after) {
+	if after := w.workers(); !notReloaded(before, after) {
 		t.Errorf("nginx's workers changed from %v to %v: it was reloaded", before, after)
 	}
 	if fi2, _ := os.Stat(w.n.Config); !fi2.ModTime().Equal(fi.ModTime()) {
@@ -163,7 +162,7 @@ func TestInstallRefusedCandidateChangesNothing(t *testing.T) {
 			// The same processes (a reload forks new workers); not the
 			// same titles: a worker nginx just forked may not have set
 			// its own title yet when before was read.
-			if after := w.workers(); !sameProcs(before, after) {
+			if after := w.workers(); !notReloaded(before, after) {
 				t.Errorf("nginx was reloaded: workers %v, then %v", before, after)
 			}
 			if resp, body := w.mustGet(c, "app.test", "/"); resp.Header.Get("X-Rev") != "1" || body != "site app\n" {
