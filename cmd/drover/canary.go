@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/control"
 	"github.com/drover-dev/drover/reconcile"
-	"github.com/drover-dev/drover/spec"
 )
 
 func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -20,8 +19,7 @@ func cmdAbort(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // canaryOp is drover promote REV / drover abort REV.
 func canaryOp(ctx context.Context, op string, args []string, stdout, stderr io.Writer) error {
-	flags := newFlags(op, stderr)
-	config := flags.String("config", spec.DefaultNodeFile, "node config file")
+	flags, config := configFlag(op, stderr)
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -29,29 +27,21 @@ func canaryOp(ctx context.Context, op string, args []string, stdout, stderr io.W
 		return usageError{"usage: drover " + op + " REV (the full commit id of the canary's revision)"}
 	}
 	rev := flags.Arg(0)
-	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
-		if c == nil {
-			return needCluster(op)
-		}
-		rec, ok, err := c.CanaryOf(ctx, rev)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%s has no canary (give the full commit id; drover status shows it)", shortRev(rev))
-		}
+	return withControl(ctx, *config, stderr, func(k *control.Control) error {
 		if op == "promote" {
-			if err := c.Promote(ctx, rev, operator()); err != nil {
+			rec, err := k.Promote(ctx, rev)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "promoted %s (canary on %s: %s): the other nodes take it now\n", shortRev(rev), rec.Node, rec.Summary())
-		} else {
-			if err := c.Abort(ctx, rev, operator()); err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "aborted %s: halted cluster-wide; %s rolls back to %s, drained first\n", shortRev(rev), rec.Node, shortRev(rec.From))
+			return nil
 		}
-		return c.PublishSync(ctx, op+" by "+operator())
+		rec, err := k.Abort(ctx, rev)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "aborted %s: halted cluster-wide; %s rolls back to %s, drained first\n", shortRev(rev), rec.Node, shortRev(rec.From))
+		return nil
 	})
 }
 

@@ -8,14 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/drover-dev/drover/agent"
 	"github.com/drover-dev/drover/cluster"
-	"github.com/drover-dev/drover/spec"
+	"github.com/drover-dev/drover/control"
 )
 
 func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := newFlags("history", stderr)
-	config := flags.String("config", spec.DefaultNodeFile, "node config file")
+	flags, config := configFlag("history", stderr)
 	n := flags.Int("n", 20, "how many revisions to show, newest first (0: all kept)")
 	output := flags.String("o", "text", "output format: text or json")
 	flags.Usage = func() {
@@ -34,8 +32,8 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *n < 0 {
 		return usageError{"-n must not be negative"}
 	}
-	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
-		revs, err := agent.OpenHistory(cfg, c).List(ctx, *n)
+	return withControl(ctx, *config, stderr, func(k *control.Control) error {
+		revs, err := k.History().List(ctx, *n)
 		if err != nil {
 			return err
 		}

@@ -3,23 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/drover-dev/drover/agent"
-	"github.com/drover-dev/drover/gitsource"
-	"github.com/drover-dev/drover/internal/layout"
+	"github.com/drover-dev/drover/control"
 	"github.com/drover-dev/drover/migrate"
-	"github.com/drover-dev/drover/plan"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -146,115 +139,15 @@ func parseInterspersed(flags *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// migrationSet is the revision whose migrations a command works on.
-type migrationSet struct {
-	*migrate.Set
-	desc string // for people
-}
-
-// cliNode names a manual run in the ledger's applied_by.
-func cliNode(node *spec.Node) string { return node.Name + "/cli" }
-
-// loadMigrationSet reads drover.yaml and the migrations of dir, or of the
-// node's live revision.
-func loadMigrationSet(ctx context.Context, node *spec.Node, dir string, log *slog.Logger) (*migrationSet, error) {
-	if dir != "" {
-		sp, err := validateDir(dir, node.Policy)
-		if err != nil {
-			return nil, err
-		}
-		set, err := migrate.LoadDir(dir, sp)
-		if err != nil {
-			return nil, err
-		}
-		// Shown as the absolute path the ledger records (after "dir:").
-		return &migrationSet{Set: set, desc: strings.TrimPrefix(set.Revision, "dir:")}, nil
-	}
-	rev, err := liveRevision(node)
-	if err != nil {
-		return nil, err
-	}
-	set, err := loadRevMigrations(ctx, node, rev, log)
-	if err != nil {
-		return nil, err
-	}
-	return &migrationSet{Set: set, desc: rev + " (live on " + node.Name + ")"}, nil
-}
-
-// loadRevMigrations reads drover.yaml and the migrations of rev: from its
-// kept release when this node has one, else from the config repo.
-func loadRevMigrations(ctx context.Context, node *spec.Node, rev string, log *slog.Logger) (*migrate.Set, error) {
-	if set, kept, err := migrate.LoadRelease(layout.New(node.StateDir).Release(rev), rev); kept {
-		return set, err
-	}
-	repo, err := agent.OpenCLIRepo(node, log)
-	if err != nil {
-		return nil, err
-	}
-	defer repo.Close()
-	if err := repo.Fetch(ctx, rev); err != nil {
-		hint := "with --dir DIR, read a checkout of it instead"
-		if errors.Is(err, gitsource.ErrBranchMoved) {
-			hint = "the branch has moved past it and the server does not serve older commits by id " +
-				"(git's uploadpack.allowReachableSHA1InWant); give --dir DIR, a checkout of " + shortRev(rev)
-		}
-		return nil, fmt.Errorf("revision %s: %w (%s)", shortRev(rev), err, hint)
-	}
-	tree, err := repo.Tree(ctx, rev, node.Repo.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("revision %s: %w", shortRev(rev), err)
-	}
-	sp, err := plan.ReadSpec(node.Repo.Dir, tree, node.Policy)
-	if err != nil {
-		return nil, err
-	}
-	return migrate.RevisionSet(rev, sp, tree)
-}
-
-// liveRevision reads STATE/current without opening the release store, whose
-// lock a running agent holds.
-func liveRevision(node *spec.Node) (string, error) {
-	link := layout.New(node.StateDir).Current()
-	target, err := os.Readlink(link)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("node %s has no live release (%s is missing): give --dir DIR, a checkout of the config directory", node.Name, link)
-	}
-	if err != nil {
-		return "", err
-	}
-	rev, ok := layout.LinkRevision(target)
-	if !ok {
-		return "", fmt.Errorf("%s points at %q, which is not a release", link, target)
-	}
-	return rev, nil
-}
-
 // openForCLI loads node.yaml, the migrations (unless only the ledger is
-// needed) and connects.
-func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLevel slog.Level, stderr io.Writer) (*migrationSet, *migrate.Migrator, error) {
+// needed) and connects to the database.
+func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLevel slog.Level, stderr io.Writer) (*control.MigrationSet, *migrate.Migrator, error) {
 	node, err := spec.LoadNode(config)
 	if err != nil {
 		return nil, nil, err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
-	set := &migrationSet{Set: &migrate.Set{}}
-	switch {
-	case needFiles:
-		if set, err = loadMigrationSet(ctx, node, dir, log); err != nil {
-			return nil, nil, err
-		}
-	case dir != "":
-		if abs, err := filepath.Abs(dir); err == nil {
-			set.Revision = migrate.DirRevision(abs) // only recorded
-		}
-	default:
-		set.Revision, _ = liveRevision(node) // only recorded; none is fine
-	}
-	db, err := agent.OpenDatabase(ctx, node, set.Config(cliNode(node), log))
-	if err != nil {
-		return nil, nil, err
-	}
-	return set, db, nil
+	return control.OpenMigrator(ctx, node, dir, needFiles, log)
 }
 
 func migrateStatus(ctx context.Context, config, dir, output string, stdout, stderr io.Writer) error {
@@ -286,8 +179,8 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 	return nil
 }
 
-func printReport(w io.Writer, set *migrationSet, rep migrate.Report) {
-	fmt.Fprintf(w, "revision    %s\n", set.desc)
+func printReport(w io.Writer, set *control.MigrationSet, rep migrate.Report) {
+	fmt.Fprintf(w, "revision    %s\n", set.Desc)
 	if rep.Locked {
 		fmt.Fprintf(w, "lock        held: migrations are running now\n")
 	}
@@ -337,10 +230,10 @@ func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer
 		return err
 	}
 	if len(applied) == 0 {
-		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.Migrations), set.desc)
+		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.Migrations), set.Desc)
 		return nil
 	}
-	fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.desc)
+	fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.Desc)
 	return nil
 }
 

@@ -3,31 +3,21 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/drover-dev/drover/cluster"
+	"github.com/drover-dev/drover/control"
 	"github.com/drover-dev/drover/internal/sdnotify"
 	"github.com/drover-dev/drover/reconcile"
-	"github.com/drover-dev/drover/spec"
 )
 
-// nodeStatus is `drover status -o json` for a node without a cluster.
-type nodeStatus struct {
-	reconcile.Status
-	Halted map[string]reconcile.Halt `json:"halted"`
-	Pin    *reconcile.Pin            `json:"pin,omitempty"`
-}
-
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := newFlags("status", stderr)
-	config := flags.String("config", spec.DefaultNodeFile, "node config file")
+	flags, config := configFlag("status", stderr)
 	output := flags.String("o", "text", "output format: text or json")
 	events := flags.Int("events", 10, "how many recent events to show")
 	if err := parseFlags(flags, args); err != nil {
@@ -37,8 +27,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageError{"-o must be text or json"}
 	}
 	stdout = &printable{w: stdout} // what status prints comes from Redis: no escapes
-	return withCluster(ctx, *config, nil, func(cfg *spec.Node, c *cluster.Cluster) error {
-		if c != nil {
+	return withControl(ctx, *config, stderr, func(k *control.Control) error {
+		if c := k.Cluster(); c != nil {
 			snap, err := c.Snapshot(ctx)
 			if err != nil {
 				return err
@@ -49,29 +39,16 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			printCluster(stdout, snap, *events)
 			return nil
 		}
-		reg := &reconcile.FileRegistry{Dir: cfg.StateDir}
-		st, err := reg.ReadStatus()
-		if errors.Is(err, fs.ErrNotExist) {
-			st = reconcile.Status{Node: cfg.Name, Step: reconcile.StepIdle}
-		} else if err != nil {
-			return fmt.Errorf("read status: %w", err)
-		}
-		halted, err := reg.HaltedAll()
+		ns, err := k.LocalStatus(ctx)
 		if err != nil {
 			return err
 		}
-		var pin *reconcile.Pin
-		if p, ok, err := reg.Pinned(ctx); err != nil {
-			return err
-		} else if ok {
-			pin = &p
-		}
 		if *output == "json" {
-			return writeJSON(stdout, nodeStatus{Status: st, Halted: halted, Pin: pin})
+			return writeJSON(stdout, ns)
 		}
-		printNode(stdout, st, halted)
-		if pin != nil {
-			fmt.Fprintf(stdout, "pinned   %s\n", pinText(*pin))
+		printNode(stdout, ns.Status, ns.Halted)
+		if ns.Pin != nil {
+			fmt.Fprintf(stdout, "pinned   %s\n", pinText(*ns.Pin))
 		}
 		return nil
 	})

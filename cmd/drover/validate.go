@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/drover-dev/drover/migrate"
@@ -51,7 +49,7 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	file := filepath.Join(dir, spec.FileName)
-	sp, err := validateDir(dir, policy)
+	sp, err := spec.LoadDir(dir, policy)
 	if err != nil {
 		problems = append(problems, err)
 	}
@@ -59,7 +57,7 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 		problems = append(problems, secretenv.CheckFiles(file, dir, sp)...)
 	}
 	if sp != nil && sp.Migrations != nil {
-		warnings, err := lintMigrations(dir, sp)
+		warnings, err := migrate.LintDir(dir, sp)
 		if err != nil {
 			problems = append(problems, err)
 		}
@@ -83,68 +81,4 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d sites, %d workers)\n", file, len(sp.Sites), len(sp.Workers))
 	return nil
-}
-
-// validateDir parses dir/drover.yaml against a node's policy and checks the
-// tree it refers to.
-func validateDir(dir string, policy spec.Policy) (*spec.Spec, error) {
-	file := filepath.Join(dir, spec.FileName)
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	// Read through the root: a drover.yaml linking outside DIR is refused,
-	// not judged (validate reads only inside DIR, as the agent reads only
-	// the repo's tree).
-	data, err := spec.ReadInRoot(root, spec.FileName, file)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: not found; drover validate DIR expects DIR/%s", file, spec.FileName)
-		}
-		return nil, err
-	}
-	sp, err := spec.ParseFor(file, data, policy)
-	if err != nil {
-		return nil, err
-	}
-	if err := spec.CheckTree(file, sp, root.FS()); err != nil {
-		return nil, err
-	}
-	return sp, nil
-}
-
-// lintMigrations loads the migrations of dir and returns Lint's warnings as
-// "file:line: warning: why" lines; a file that does not load is an error
-// (one line per problem, each naming its file).
-func lintMigrations(dir string, sp *spec.Spec) ([]string, error) {
-	inDir := func(s string) string {
-		if filepath.Clean(dir) == "." {
-			return s
-		}
-		return filepath.Clean(dir) + string(filepath.Separator) + s
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	ms, err := migrate.Load(root.FS(), sp.Migrations.Dir)
-	if err != nil {
-		// Load joins one error per file under a "load migrations" prefix.
-		var joined interface{ Unwrap() []error }
-		if errors.As(err, &joined) {
-			var errs []error
-			for _, e := range joined.Unwrap() {
-				errs = append(errs, errors.New(inDir(e.Error())))
-			}
-			return nil, errors.Join(errs...)
-		}
-		return nil, err
-	}
-	var out []string
-	for _, w := range migrate.Lint(ms) {
-		out = append(out, fmt.Sprintf("%s:%d: warning: %s", inDir(w.File), w.Line, w.Message))
-	}
-	return out, nil
 }

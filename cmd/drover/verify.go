@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 
@@ -38,23 +37,4 @@ func printSigners(w io.Writer, nodes []cluster.NodeStatus) {
 			fmt.Fprintf(w, "%s signed by %s\n", shortRev(n.Rev), n.Signer)
 		}
 	}
-}
-
-// planSignature is what plan says of rev's signature with repo.verify:
-// who signed it, or why the agent will refuse it. It checks rev itself
-// only: the CLI's store is not deepened for require: all.
-func planSignature(ctx context.Context, cfg *spec.Node, repo *gitsource.Repo, rev string) string {
-	rv := cfg.Repo.Verify
-	if rv == nil {
-		return ""
-	}
-	trust, err := gitsource.LoadTrust(rv.OpenPGPKeyring, rv.SSHAllowedSigners)
-	if err != nil {
-		return "cannot check: " + err.Error()
-	}
-	signer, err := repo.Verify(ctx, gitsource.VerifyConfig{Trust: trust}, rev, "")
-	if err != nil {
-		return "REFUSED: " + err.Error()
-	}
-	return "signed by " + signer
 }
