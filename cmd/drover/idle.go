@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
-	"time"
 
-	runner "github.com/drover-dev/drover/internal/command"
 	"github.com/drover-dev/drover/internal/sdnotify"
 	"github.com/drover-dev/drover/spec"
 )
@@ -40,59 +37,16 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(*timeout)
-	last := ""
-	for {
-		state, text, err := unitStatus(ctx, *unit)
-		if err != nil {
-			return err
-		}
-		why := sdnotify.AgentBusy(cfg.StateDir, state, text)
-		if why == "" {
-			fmt.Fprintf(stdout, "%s is idle (%s)\n", *unit, orNone(text, state))
-			return nil
-		}
-		if why != last {
-			fmt.Fprintf(stderr, "waiting: %s\n", why)
-			last = why
-		}
-		if time.Now().After(deadline) {
-			fmt.Fprintf(stderr, "drover idle: busy after %s: %s\n", *timeout, why)
-			return exitError{exitFailure}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func orNone(s, alt string) string {
-	if s == "" {
-		return alt
-	}
-	return s
-}
-
-// unitStatus asks systemd for the unit's ActiveState and the StatusText the
-// agent sends it (sd_notify STATUS=, see internal/sdnotify).
-func unitStatus(ctx context.Context, unit string) (state, text string, err error) {
-	out, err := runner.Run(ctx, runner.Cmd{
-		Argv:    []string{"systemctl", "show", "--property=ActiveState,StatusText", unit},
-		Timeout: 10 * time.Second,
+	status, busy, err := sdnotify.WaitIdle(ctx, cfg.StateDir, *unit, *timeout, func(why string) {
+		fmt.Fprintf(stderr, "waiting: %s\n", why)
 	})
 	if err != nil {
-		return "", "", fmt.Errorf("ask systemd for %s's status: %w", unit, err)
+		return err
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "ActiveState":
-			state = v
-		case "StatusText":
-			text = v
-		}
+	if busy {
+		fmt.Fprintf(stderr, "drover idle: busy after %s: %s\n", *timeout, status)
+		return exitError{exitFailure}
 	}
-	return state, text, nil
+	fmt.Fprintf(stdout, "%s is idle (%s)\n", *unit, status)
+	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -177,50 +176,23 @@ func runInit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return usageError{fmt.Sprintf("--%s is used only with %s", u.s.flag, u.why)}
 		}
 	}
-	doc, err := spec.MarshalNode(initDoc(&f, path(token), path(redisPW), path(sentinelPW), path(doToken), path(hook), path(dsn)))
-	if err != nil {
-		return err
-	}
-	data := append([]byte(fmt.Sprintf("# %s: this node's drover settings, written by drover init.\n"+
-		"# Every field: README.md, node.yaml reference; check with drover doctor.\n", filepath.Base(f.config))), doc...)
-	// Validate before anything is written: a bad flag changes nothing.
-	if _, err := spec.ParseNode(f.config, data, dir); err != nil {
-		return fmt.Errorf("the flags make an invalid node.yaml (nothing written):\n%w", err)
-	}
-	type write struct {
-		path string
-		data []byte
-	}
-	var writes []write
+	var files []spec.NewFile
 	for _, s := range f.secrets {
 		if s.value != "" {
-			writes = append(writes, write{path(s), []byte(s.value + "\n")})
+			files = append(files, spec.NewFile{Path: path(s), Data: []byte(s.value + "\n")})
 		} else if s.file != "" {
 			if _, err := os.Stat(s.file); err != nil {
 				fmt.Fprintf(stderr, "drover init: warning: --%s-file: %v (drover doctor will fail until it exists)\n", s.flag, err)
 			}
 		}
 	}
-	writes = append(writes, write{f.config, data})
-	if !f.force {
-		for _, w := range writes {
-			if _, err := os.Lstat(w.path); err == nil {
-				return fmt.Errorf("%s exists; nothing written (--force replaces it)", w.path)
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("check %s: %w", w.path, err)
-			}
-		}
+	doc := initDoc(&f, path(token), path(redisPW), path(sentinelPW), path(doToken), path(hook), path(dsn))
+	written, err := spec.WriteNode(f.config, doc, files, f.force)
+	for _, p := range written {
+		fmt.Fprintf(stdout, "wrote %s\n", p)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	// Secrets first, node.yaml last: a node.yaml never names a file that
-	// was not written.
-	for _, w := range writes {
-		if err := atomicfile.WriteFile(w.path, w.data, 0o600); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrote %s\n", w.path)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "next: drover doctor --config %s\n", f.config)
 	return nil

@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-
-	"filippo.io/age"
 
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/secrets"
@@ -64,7 +59,12 @@ func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		if *out == "" || flags.NArg() > 0 {
 			return usageError{"keygen -o FILE"}
 		}
-		return secretsKeygen(*out, stdout)
+		r, err := secrets.Keygen(*out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, r)
+		return nil
 	case "recipients":
 		if *nodeFile != "" {
 			n, err := spec.LoadNode(*nodeFile)
@@ -95,7 +95,7 @@ func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		if *recipients == "" || flags.NArg() > 1 {
 			return usageError{"encrypt --recipients FILE [-o OUT] [IN]"}
 		}
-		rs, err := loadRecipients(*recipients)
+		rs, err := secrets.LoadRecipients(*recipients)
 		if err != nil {
 			return err
 		}
@@ -123,96 +123,23 @@ func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		if *recipients == "" || *identity == "" || flags.NArg() != 1 {
 			return usageError{"edit --recipients FILE --identity FILE SECRET.age"}
 		}
-		return secretsEdit(flags.Arg(0), *recipients, *identity, stderr)
+		return secrets.EditFile(flags.Arg(0), *recipients, *identity, func(clearFile string) error {
+			return runEditor(clearFile, stderr)
+		})
 	}
 }
 
-func secretsKeygen(file string, stdout io.Writer) error {
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("keygen: %w", err)
-	}
-	_, err = fmt.Fprintf(f, "# drover node identity; public key: %s\n%s\n", id.Recipient(), id)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(file)
-		return fmt.Errorf("keygen: %w", err)
-	}
-	fmt.Fprintln(stdout, id.Recipient())
-	return nil
-}
-
-func loadRecipients(file string) ([]age.Recipient, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	return secrets.ParseRecipients(file, data)
-}
-
-// secretsEdit decrypts file (a new file starts empty) into a 0600 file in a
-// 0700 temp dir, runs $EDITOR on it, and re-encrypts it to recipients. The
-// clear copy is overwritten and removed whatever happens; a failed editor
-// or a file that no longer parses leaves file unchanged.
-func secretsEdit(file, recipientsFile, identityFile string, stderr io.Writer) error {
-	rs, err := loadRecipients(recipientsFile)
-	if err != nil {
-		return err
-	}
-	var clear []byte
-	if ct, err := os.ReadFile(file); err == nil {
-		id, err := secrets.LoadIdentity(identityFile)
-		if err != nil {
-			return err
-		}
-		vs, err := id.Decrypt(file, ct)
-		if err != nil {
-			return err
-		}
-		clear = vs.Plain()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "drover-secret-")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, strings.TrimSuffix(filepath.Base(file), ".age"))
-	defer func() {
-		if fi, err := os.Stat(tmp); err == nil {
-			os.WriteFile(tmp, make([]byte, fi.Size()), 0o600)
-		}
-		os.RemoveAll(dir)
-	}()
-	err = os.WriteFile(tmp, clear, 0o600)
-	secrets.Wipe(clear)
-	if err != nil {
-		return err
-	}
+// runEditor runs $EDITOR (vi without one) on file, as git does: $EDITOR
+// may carry arguments, so a shell runs it.
+func runEditor(file string, stderr io.Writer) error {
 	editor := os.Getenv("EDITOR")
 	if editor == "" {
 		editor = "vi"
 	}
-	// As git does: $EDITOR may carry arguments, so a shell runs it.
-	cmd := exec.Command("sh", "-c", editor+` "$@"`, editor, tmp)
+	cmd := exec.Command("sh", "-c", editor+` "$@"`, editor, file)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("editor %q: %w; %s left unchanged", editor, err, file)
+		return fmt.Errorf("editor %q: %w", editor, err)
 	}
-	edited, err := os.ReadFile(tmp)
-	if err != nil {
-		return err
-	}
-	ct, err := secrets.Encrypt(file, edited, rs)
-	secrets.Wipe(edited)
-	if err != nil {
-		return fmt.Errorf("%w; %s left unchanged", err, file)
-	}
-	return atomicfile.WriteFile(file, ct, 0o644)
+	return nil
 }
