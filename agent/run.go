@@ -114,6 +114,14 @@ func (n *Node) start(ctx context.Context) (rn *reconcile.Node, stop func(), err 
 		return nil, nil, err
 	}
 	stops = append(stops, func() {
+		if s, ok := sup.(interface{ StopsWorkersOnClose() bool }); ok && s.StopsWorkersOnClose() && rn != nil {
+			// Its workers die with this agent: out of the LB first, or
+			// it sends the node requests that fail until the next agent.
+			n.log.Info("leaving the load balancer: the workers stop with the agent")
+			if err := rn.Leave(ctx); err != nil {
+				n.log.Warn("leave the load balancer", "err", err)
+			}
+		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if err := sup.Close(cctx); err != nil {

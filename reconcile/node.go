@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -777,7 +776,7 @@ func (n *Node) checks(sp *spec.Spec, rollout bool) []health.Check {
 // markHealthy writes or removes the file that makes nginx's LB health
 // endpoint answer 200.
 func (n *Node) markHealthy(ok bool) {
-	p := filepath.Join(n.cfg.HealthDir, "up")
+	p := layout.UpFile(n.cfg.HealthDir)
 	var err error
 	if ok {
 		err = atomicfile.WriteFile(p, []byte("ok\n"), 0o644)

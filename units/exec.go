@@ -77,6 +77,10 @@ func NewExec(cfg ExecConfig) *Exec {
 	return &Exec{cfg: cfg, procs: map[string]*proc{}}
 }
 
+// StopsWorkersOnClose is true: the instances are the agent's children and
+// stop with it (Close), so the agent leaves the load balancer first.
+func (e *Exec) StopsWorkersOnClose() bool { return true }
+
 // Close stops every instance: SIGTERM to its process group, then SIGKILL
 // after StopTimeout or when ctx ends. It returns when all of them exited. A
 // running Apply finishes first (cancel its context to hurry it).

@@ -362,6 +362,14 @@ func TestAgentRollsOutAndHaltsABadRevision(t *testing.T) {
 	if code, _ := n.get("api.test", "/version"); code == 200 {
 		t.Errorf("the exec supervisor's workers outlived the agent")
 	}
+	// They died with it, so it left the LB first: the health endpoint
+	// (nginx outlives the agent) must not send the LB to dead workers.
+	if code := n.lbHealth(); code != 503 {
+		t.Errorf("after the agent stopped its workers the LB health endpoint answers %d, want 503", code)
+	}
+	if !strings.Contains(n.logs(), "leaving the load balancer") {
+		t.Errorf("the stopping agent did not say it left the LB:\n%s", n.agentLog)
+	}
 }
 
 // killAt runs a node with lb (its node.yaml lb section) from release A

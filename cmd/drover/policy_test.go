@@ -166,10 +166,11 @@ func TestNodePolicyAppliedByValidateAndAgent(t *testing.T) {
 	n.startAgent()
 	// Up again: serving from both instances, and back in the LB. One good
 	// answer is not enough: the exec supervisor's workers died with the
-	// agent and come back one at a time, the health file the old agent
-	// left says 200 meanwhile, and nginx skips an instance for its
-	// fail_timeout (2 s) after a failed try, so an early answer can be
-	// followed by 502s while the second instance starts.
+	// agent and come back one at a time, and nginx skips an instance for
+	// its fail_timeout (2 s) after a failed try, so an early answer can
+	// be followed by 502s while the second instance starts. (The old
+	// agent left the LB before its workers stopped; the new one re-joins
+	// once it verified them.)
 	n.waitFor("A up again", func(st reconcile.Status) bool {
 		if st.Rev != a || n.lbHealth() != 200 {
 			return false
