@@ -9,8 +9,8 @@
 // files) and never opens or locks the store, so it runs beside a live
 // agent. It knows neither git nor the release store's format: the caller
 // hands it the revision's tree and the functions that read source ids,
-// render nginx.conf and decrypt secrets. cmd/drover's `drover plan` fetches
-// the revision, wires those in and prints the Plan.
+// render nginx.conf and decrypt secrets. control.Plan (`drover plan`) fetches
+// the revision and wires those in; cmd/drover prints the Plan.
 package plan
 
 import (

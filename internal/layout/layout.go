@@ -2,7 +2,7 @@
 // node.yaml): the contract of README's table "The contract: files drover
 // guarantees on a node", and the few other state files beside them. Every
 // package that reads or writes one of them takes its path from here (or,
-// for a step package, from a Config field cmd/drover fills from here), so
+// for a step package, from a Config field package agent fills from here), so
 // the contract is written down once.
 //
 // The package imports nothing of drover's: it is only paths.
