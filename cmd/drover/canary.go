@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/drover-dev/drover/control"
-	"github.com/drover-dev/drover/reconcile"
 )
 
 func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -43,16 +42,4 @@ func canaryOp(ctx context.Context, op string, args []string, stdout, stderr io.W
 		fmt.Fprintf(stdout, "aborted %s: halted cluster-wide; %s rolls back to %s, drained first\n", shortRev(rev), rec.Node, shortRev(rec.From))
 		return nil
 	})
-}
-
-// printCanaries writes the canary record of each revision a node serves or
-// moves to.
-func printCanaries(w io.Writer, cs []reconcile.Canary) {
-	for _, c := range cs {
-		fmt.Fprintf(w, "canary %s %s", shortRev(c.Rev), c.Summary())
-		if c.BaselineRequests > 0 {
-			fmt.Fprintf(w, "; old revision %d requests, %d errors (z %.2f)", c.BaselineRequests, c.BaselineErrors, c.Z)
-		}
-		fmt.Fprintln(w)
-	}
 }

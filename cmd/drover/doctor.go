@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/internal/printers"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,7 +36,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg, err := spec.LoadNode(*config)
 	if err != nil {
-		printResult(stdout, doctor.Result{Check: "node.yaml", Status: doctor.Fail, Detail: err.Error(),
+		printers.DoctorResult(stdout, doctor.Result{Check: "node.yaml", Status: doctor.Fail, Detail: err.Error(),
 			Fix: "write it with drover init, or fix the fields named above"})
 		return exitError{exitFailure}
 	}
@@ -45,7 +46,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rs := append([]doctor.Result{{Check: "node.yaml", Status: doctor.Pass, Detail: *config + " is valid (node " + cfg.Name + ")"}},
 		doctor.Run(ctx, doctor.Config{Node: cfg, LB: lbdrain.ConfigFor(cfg), Timeout: *timeout})...)
 	for _, r := range rs {
-		printResult(stdout, r)
+		printers.DoctorResult(stdout, r)
 	}
 	failed := doctor.Failed(rs)
 	verdict := "ready"
@@ -62,13 +63,3 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
-
-// printResult writes "STATUS CHECK: detail" and, unless it passed, an
-// indented "fix:" line; a detail of several lines is indented under it.
-func printResult(w io.Writer, r doctor.Result) {
-	detail := strings.ReplaceAll(strings.TrimSpace(r.Detail), "\n", "\n      ")
-	fmt.Fprintf(w, "%-4s  %s: %s\n", r.Status, r.Check, detail)
-	if r.Status != doctor.Pass && r.Fix != "" {
-		fmt.Fprintf(w, "      fix: %s\n", r.Fix)
-	}
-}

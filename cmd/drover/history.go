@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
-	"time"
+
+	"github.com/drover-dev/drover/internal/printers"
 
 	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/control"
@@ -41,64 +40,9 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if revs == nil {
 				revs = []cluster.Revision{}
 			}
-			return writeJSON(stdout, revs)
+			return printers.JSON(stdout, revs)
 		}
-		printHistory(stdout, revs)
+		printers.History(stdout, revs)
 		return nil
 	})
-}
-
-func printHistory(w io.Writer, revs []cluster.Revision) {
-	if len(revs) == 0 {
-		fmt.Fprintln(w, "no revision seen yet")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "REVISION\tFIRST SEEN\tOUTCOME\tAUTHOR\tSIGNED\tSUBJECT")
-	for _, r := range revs {
-		signed := r.Signature
-		if signed == "" {
-			signed = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", shortRev(r.Rev), r.FirstSeen.Local().Format(time.DateTime),
-			firstLine(r.Outcome), r.Author, signed, r.Subject)
-		for _, run := range r.Nodes {
-			fmt.Fprintf(tw, "  %s\t%s\t\t\t\t\n", run.Node, runText(run))
-		}
-		if r.Halt != nil {
-			fmt.Fprintf(tw, "  halted\tby %s at %s: %s\t\t\t\t\n", r.Halt.Node, r.Halt.At.Local().Format(time.DateTime), firstLine(r.Halt.Reason))
-		}
-		if r.Canary != nil {
-			fmt.Fprintf(tw, "  canary\t%s at %s\t\t\t\t\n", firstLine(r.Canary.Summary()), r.Canary.Updated.Local().Format(time.DateTime))
-		}
-		for _, a := range r.Actions {
-			line := a.What + " by " + a.By + " at " + a.At.Local().Format(time.DateTime)
-			if a.Reason != "" {
-				line += ": " + a.Reason
-			}
-			fmt.Fprintf(tw, "  operator\t%s\t\t\t\t\n", line)
-		}
-	}
-	tw.Flush()
-}
-
-func runText(run cluster.NodeRun) string {
-	var parts []string
-	if !run.Live.IsZero() {
-		parts = append(parts, "live at "+run.Live.Local().Format(time.DateTime))
-	}
-	if !run.Failed.IsZero() {
-		s := "failed at " + run.Failed.Local().Format(time.DateTime)
-		if run.RolledBack {
-			s += ", rolled back to " + shortRev(run.From)
-		}
-		parts = append(parts, s+": "+firstLine(run.Error))
-	}
-	if run.Drained > 0 {
-		parts = append(parts, "drained "+run.Drained.Round(time.Millisecond).String())
-	}
-	if len(parts) == 0 {
-		return "seen"
-	}
-	return strings.Join(parts, ", ")
 }

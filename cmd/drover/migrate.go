@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/internal/printers"
 
 	"github.com/drover-dev/drover/control"
 	"github.com/drover-dev/drover/migrate"
@@ -162,13 +162,11 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 	}
 	rep := migrate.NewReport(set.Revision, set.Migrations, st)
 	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printers.JSON(stdout, rep); err != nil {
 			return err
 		}
 	} else {
-		printReport(stdout, set, rep)
+		printers.Migrations(stdout, set.Desc, rep)
 	}
 	if len(rep.Problems) > 0 {
 		for _, p := range rep.Problems {
@@ -177,43 +175,6 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 		return exitError{exitFailure}
 	}
 	return nil
-}
-
-func printReport(w io.Writer, set *control.MigrationSet, rep migrate.Report) {
-	fmt.Fprintf(w, "revision    %s\n", set.Desc)
-	if rep.Locked {
-		fmt.Fprintf(w, "lock        held: migrations are running now\n")
-	}
-	when := func(r migrate.LedgerRow) string {
-		rev := r.Revision
-		if !strings.HasPrefix(rev, "dir:") {
-			rev = shortRev(rev)
-		}
-		return fmt.Sprintf("%s by %s, revision %s", r.AppliedAt.Local().Format(time.DateTime), r.AppliedBy, rev)
-	}
-	for _, r := range rep.Applied {
-		fmt.Fprintf(w, "applied     %-32s %s, %v\n", r.File, when(r), time.Duration(r.DurationMS)*time.Millisecond)
-	}
-	for _, r := range rep.Mismatched {
-		fmt.Fprintf(w, "mismatched  %-32s %s; changed since: ledger sha256 %.12s, file %.12s\n", r.File, when(r), r.Checksum, r.FileChecksum)
-	}
-	for _, r := range rep.Missing {
-		note := "its file is gone"
-		for _, v := range rep.Ahead {
-			if v == r.Version {
-				note = "newer than every file: a rollback to an older revision, fine"
-			}
-		}
-		fmt.Fprintf(w, "missing     %-32s %s; %s\n", r.File, when(r), note)
-	}
-	for _, r := range rep.Failed {
-		fmt.Fprintf(w, "%-11s %-32s %s: %s\n", r.State, r.File, when(r), firstLine(r.Error))
-	}
-	for _, p := range rep.Pending {
-		fmt.Fprintf(w, "pending     %s\n", p.File)
-	}
-	fmt.Fprintf(w, "%d applied, %d pending, %d mismatched, %d missing, %d failed\n",
-		len(rep.Applied), len(rep.Pending), len(rep.Mismatched), len(rep.Missing), len(rep.Failed))
 }
 
 func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer) error {

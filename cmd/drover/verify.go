@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
 
-	"github.com/drover-dev/drover/cluster"
 	"github.com/drover-dev/drover/gitsource"
 	"github.com/drover-dev/drover/spec"
 )
@@ -25,16 +23,4 @@ func verifyHead(dir, nodeFile string, cfg *spec.Node) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("HEAD %s: signed by %s", rev[:12], signer), nil
-}
-
-// printSigners is status's line per live revision saying who signed it
-// (with repo.verify), once per revision however many nodes run it.
-func printSigners(w io.Writer, nodes []cluster.NodeStatus) {
-	done := map[string]bool{}
-	for _, n := range nodes {
-		if n.Signer != "" && !done[n.Rev] {
-			done[n.Rev] = true
-			fmt.Fprintf(w, "%s signed by %s\n", shortRev(n.Rev), n.Signer)
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package printers
 
 import (
 	"io"
@@ -6,25 +6,27 @@ import (
 	"unicode/utf8"
 )
 
-// maxPrintedLine bounds one line of `drover status`: what it prints comes
-// from Redis (node statuses, events, halts), which anything that reaches
-// Redis can write.
-const maxPrintedLine = 2000
+// MaxLine bounds one printed line: what status prints comes from Redis
+// (node statuses, events, halts), which anything that reaches Redis can
+// write.
+const MaxLine = 2000
 
-// printable is a writer for terminal output made of values drover did not
-// write itself: it drops every control character but newline and tab (C0,
-// DEL, C1: an ESC or CSI would let whoever wrote to Redis move the cursor,
-// retitle the terminal or hide lines), replaces invalid UTF-8, and cuts
-// lines longer than maxPrintedLine. Runes split across writes are kept
-// until complete.
-type printable struct {
+// Terminal returns a writer for terminal output made of values drover did
+// not write itself: it drops every control character but newline and tab
+// (C0, DEL, C1: an ESC or CSI would let whoever wrote to Redis move the
+// cursor, retitle the terminal or hide lines), replaces invalid UTF-8, and
+// cuts lines longer than MaxLine. Runes split across writes are kept until
+// complete.
+func Terminal(w io.Writer) io.Writer { return &terminal{w: w} }
+
+type terminal struct {
 	w       io.Writer
 	pending []byte // the start of a rune whose end has not been written yet
 	line    int    // runes on the current line
 	cut     bool   // the current line was cut
 }
 
-func (p *printable) Write(b []byte) (int, error) {
+func (p *terminal) Write(b []byte) (int, error) {
 	n := len(b)
 	data := append(p.pending, b...)
 	p.pending = nil
@@ -46,7 +48,7 @@ func (p *printable) Write(b []byte) (int, error) {
 		case r != '\t' && (unicode.IsControl(r) || r == '\u2028' || r == '\u2029'):
 			continue
 		}
-		if p.line++; p.line > maxPrintedLine {
+		if p.line++; p.line > MaxLine {
 			if !p.cut {
 				out = append(out, "…"...)
 				p.cut = true
