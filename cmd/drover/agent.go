@@ -13,15 +13,9 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("agent", stderr)
 	config := fs.String("config", spec.DefaultNodeFile, "node config file")
 	once := fs.Bool("once", false, "recover, sync once and exit (exit 1 if the sync failed)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover agent [--config node.yaml] [--once]\n\nRuns the node agent: finishes or undoes a change an earlier agent left in\nflight, then polls the repo and rolls out each new revision. SIGUSR1 asks for\na sync now.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	setUsage(fs, stderr, "Usage: drover agent [--config node.yaml] [--once]\n\nRuns the node agent: finishes or undoes a change an earlier agent left in\nflight, then polls the repo and rolls out each new revision. SIGUSR1 asks for\na sync now.\n\n")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{"unexpected arguments"}
 	}
 	n, err := agent.Open(ctx, *config, stderr)
 	if err != nil {

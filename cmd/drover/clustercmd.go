@@ -38,11 +38,8 @@ func configFlag(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 
 func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("sync", stderr)
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover sync [--config node.yaml]\n\nAsks every node of the cluster (or this node's agent, without a cluster) to\npoll the repo now.\n\n")
-		flags.PrintDefaults()
-	}
-	if err := parseFlags(flags, args); err != nil {
+	setUsage(flags, stderr, "Usage: drover sync [--config node.yaml]\n\nAsks every node of the cluster (or this node's agent, without a cluster) to\npoll the repo now.\n\n")
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
 	}
 	return withControl(ctx, *config, stderr, func(k *control.Control) error {
@@ -62,7 +59,7 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("pause", stderr)
 	reason := flags.String("reason", "", "why, shown by drover status")
-	if err := parseFlags(flags, args); err != nil {
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
 	}
 	return withControl(ctx, *config, stderr, func(k *control.Control) error {
@@ -76,7 +73,7 @@ func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("resume", stderr)
-	if err := parseFlags(flags, args); err != nil {
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
 	}
 	return withControl(ctx, *config, stderr, func(k *control.Control) error {
@@ -90,10 +87,7 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdForget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("forget", stderr)
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover forget [--config node.yaml] NODE\n\nRemoves NODE from the cluster's registry, e.g. a server that is gone for\ngood: it no longer counts as out of service, so rollouts can go on.\n\n")
-		flags.PrintDefaults()
-	}
+	setUsage(flags, stderr, "Usage: drover forget [--config node.yaml] NODE\n\nRemoves NODE from the cluster's registry, e.g. a server that is gone for\ngood: it no longer counts as out of service, so rollouts can go on.\n\n")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -111,10 +105,7 @@ func cmdForget(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdClear(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("clear", stderr)
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover clear [--config node.yaml] REV\n\nClears a halted revision (a full commit id, or a prefix of one that\ndrover status shows) so that nodes apply it again.\n\n")
-		flags.PrintDefaults()
-	}
+	setUsage(flags, stderr, "Usage: drover clear [--config node.yaml] REV\n\nClears a halted revision (a full commit id, or a prefix of one that\ndrover status shows) so that nodes apply it again.\n\n")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}

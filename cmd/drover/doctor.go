@@ -19,20 +19,14 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("doctor", stderr)
 	config := fs.String("config", spec.DefaultNodeFile, "node config file")
 	timeout := fs.Duration("timeout", 5*time.Second, "bound on each check")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover doctor [--config node.yaml]\n\n"+
-			"Checks what this node's agent will need, in a few seconds, and prints one line per check,\n"+
-			"pass, warn or fail, with the fix: nginx, systemd, the repo with these credentials, the branch,\n"+
-			"drover.yaml at its head, Redis/Sentinel and the clock, the load balancer's credentials, the\n"+
-			"database (not through transaction pooling), the webhook secret, disk space, ports.\n"+
-			"Changes nothing. Exit 0 when nothing failed, 1 otherwise.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	setUsage(fs, stderr, "Usage: drover doctor [--config node.yaml]\n\n"+
+		"Checks what this node's agent will need, in a few seconds, and prints one line per check,\n"+
+		"pass, warn or fail, with the fix: nginx, systemd, the repo with these credentials, the branch,\n"+
+		"drover.yaml at its head, Redis/Sentinel and the clock, the load balancer's credentials, the\n"+
+		"database (not through transaction pooling), the webhook secret, disk space, ports.\n"+
+		"Changes nothing. Exit 0 when nothing failed, 1 otherwise.\n\n")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{"unexpected arguments"}
 	}
 	cfg, err := spec.LoadNode(*config)
 	if err != nil {

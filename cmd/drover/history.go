@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/drover-dev/drover/internal/printers"
@@ -15,15 +14,9 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	flags, config := configFlag("history", stderr)
 	n := flags.Int("n", 20, "how many revisions to show, newest first (0: all kept)")
 	output := flags.String("o", "text", "output format: text or json")
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover history [--config node.yaml] [-n N] [-o text|json]\n\nEvery revision the cluster saw (node.yaml history.keep of them): the commit,\nwhen it was first seen, what each node did with it and how long it was\ndrained, the outcome, and who pinned, unpinned, cleared or paused what.\n\n")
-		flags.PrintDefaults()
-	}
-	if err := parseFlags(flags, args); err != nil {
+	setUsage(flags, stderr, "Usage: drover history [--config node.yaml] [-n N] [-o text|json]\n\nEvery revision the cluster saw (node.yaml history.keep of them): the commit,\nwhen it was first seen, what each node did with it and how long it was\ndrained, the outcome, and who pinned, unpinned, cleared or paused what.\n\n")
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
-	}
-	if flags.NArg() > 0 {
-		return usageError{"history takes no arguments"}
 	}
 	if *output != "text" && *output != "json" {
 		return usageError{"-o must be text or json"}

@@ -19,19 +19,13 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	config := fs.String("config", spec.DefaultNodeFile, "node config file (for its stateDir)")
 	unit := fs.String("unit", "drover.service", "the agent's systemd unit")
 	timeout := fs.Duration("wait", 0, "wait up to this long for the agent to be idle (0: answer now)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover idle [--config node.yaml] [--wait 15m]\n\n"+
-			"Exit 0 when this node's agent is between rollouts: no change in flight (STATE/journal.json)\n"+
-			"and its systemd status is idle, paused or failed, or its unit is not running; else exit 1,\n"+
-			"after waiting up to --wait for it. The package's postinst restarts the agent onto a new\n"+
-			"drover only once this says idle.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	setUsage(fs, stderr, "Usage: drover idle [--config node.yaml] [--wait 15m]\n\n"+
+		"Exit 0 when this node's agent is between rollouts: no change in flight (STATE/journal.json)\n"+
+		"and its systemd status is idle, paused or failed, or its unit is not running; else exit 1,\n"+
+		"after waiting up to --wait for it. The package's postinst restarts the agent onto a new\n"+
+		"drover only once this says idle.\n\n")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{"unexpected arguments"}
 	}
 	cfg, err := spec.LoadNode(*config)
 	if err != nil {

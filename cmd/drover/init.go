@@ -108,19 +108,13 @@ func runInit(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	doToken := secret("do-token", "do.token", "the DigitalOcean API token")
 	hook := secret("webhook-secret", "webhook.secret", "the push webhook's shared secret")
 	dsn := secret("dsn", "db.dsn", "the PostgreSQL URL that migrations run against")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover init [--config PATH] --name NAME --repo URL [--branch B] [flags]\n\n"+
-			"Writes this node's node.yaml (default %s) from the flags and checks it as the agent would.\n"+
-			"Secrets are never written into node.yaml: give a file that holds one (--dsn-file F), or its value\n"+
-			"(--dsn -, read from stdin; or --dsn VALUE), which is written to a 0600 file beside node.yaml.\n"+
-			"Existing files are kept (exit 1) unless --force. Then run drover doctor.\n\n", spec.DefaultNodeFile)
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	setUsage(fs, stderr, fmt.Sprintf("Usage: drover init [--config PATH] --name NAME --repo URL [--branch B] [flags]\n\n"+
+		"Writes this node's node.yaml (default %s) from the flags and checks it as the agent would.\n"+
+		"Secrets are never written into node.yaml: give a file that holds one (--dsn-file F), or its value\n"+
+		"(--dsn -, read from stdin; or --dsn VALUE), which is written to a 0600 file beside node.yaml.\n"+
+		"Existing files are kept (exit 1) unless --force. Then run drover doctor.\n\n", spec.DefaultNodeFile))
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })

@@ -77,10 +77,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stderr, migrateUsage)
 		return usageError{fmt.Sprintf("unknown subcommand %q: status, up or resolve", sub)}
 	}
-	flags.Usage = func() {
-		fmt.Fprint(stderr, migrateUsage)
-		flags.PrintDefaults()
-	}
+	setUsage(flags, stderr, migrateUsage)
 	pos, err := parseInterspersed(flags, args[1:])
 	if err != nil {
 		return err

@@ -24,15 +24,11 @@ func pinCommand(ctx context.Context, name string, args []string, stdout, stderr 
 	flags, config := configFlag(name, stderr)
 	reason := flags.String("reason", "", "why, shown by drover status and drover history")
 	force := flags.Bool("force", false, "pin even when the revision has migrations the database's ledger lacks (they would be applied)")
-	flags.Usage = func() {
-		if name == "pin" {
-			fmt.Fprintf(stderr, "Usage: drover pin [--config node.yaml] [--reason R] [--force] REV\n\n")
-		} else {
-			fmt.Fprintf(stderr, "Usage: drover rollback [--config node.yaml] [--reason R] [--force] [REV]\n\nWithout REV, pins the revision that was live before the current one.\n")
-		}
-		fmt.Fprintf(stderr, "Pins the cluster to REV (a commit id, or a prefix of a known one): every node\nrolls it out like a new commit, one at a time, and stays on it while new\ncommits are fetched and prepared but not applied, until drover unpin.\nMigrations are not run backwards: the schema stays as newer revisions left it.\n\n")
-		flags.PrintDefaults()
+	synopsis := "Usage: drover pin [--config node.yaml] [--reason R] [--force] REV\n\n"
+	if name == "rollback" {
+		synopsis = "Usage: drover rollback [--config node.yaml] [--reason R] [--force] [REV]\n\nWithout REV, pins the revision that was live before the current one.\n"
 	}
+	setUsage(flags, stderr, synopsis+"Pins the cluster to REV (a commit id, or a prefix of a known one): every node\nrolls it out like a new commit, one at a time, and stays on it while new\ncommits are fetched and prepared but not applied, until drover unpin.\nMigrations are not run backwards: the schema stays as newer revisions left it.\n\n")
 	pos, err := parseInterspersed(flags, args)
 	if err != nil {
 		return err
@@ -65,11 +61,8 @@ func pinCommand(ctx context.Context, name string, args []string, stdout, stderr 
 
 func cmdUnpin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("unpin", stderr)
-	if err := parseFlags(flags, args); err != nil {
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
-	}
-	if flags.NArg() > 0 {
-		return usageError{"unpin takes no arguments"}
 	}
 	return withControl(ctx, *config, stderr, func(k *control.Control) error {
 		p, pinned, err := k.Unpin(ctx)

@@ -12,7 +12,7 @@ import (
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("plan", stderr)
 	output := flags.String("o", "text", "output format: text or json")
-	if err := parseFlags(flags, args); err != nil {
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
 	}
 	if *output != "text" && *output != "json" {

@@ -34,10 +34,7 @@ func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sub := args[0]
 	flags := newFlags("secrets "+sub, stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, secretsUsage)
-		flags.PrintDefaults()
-	}
+	setUsage(flags, stderr, secretsUsage)
 	out := flags.String("o", "", "output file")
 	identity := flags.String("identity", "", "age identity file")
 	nodeFile := flags.String("node", "", "node.yaml whose secrets.identityFile to use")

@@ -14,7 +14,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	flags, config := configFlag("status", stderr)
 	output := flags.String("o", "text", "output format: text or json")
 	events := flags.Int("events", 10, "how many recent events to show")
-	if err := parseFlags(flags, args); err != nil {
+	if err := parseNoArgs(flags, args); err != nil {
 		return err
 	}
 	if *output != "text" && *output != "json" {

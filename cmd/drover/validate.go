@@ -15,13 +15,10 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("validate", stderr)
 	nodeFile := fs.String("node", "", "also validate this node.yaml")
 	verify := fs.Bool("verify", false, "also check HEAD's signature against the node.yaml's repo.verify keys (needs --node)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: drover validate [--node node.yaml [--verify]] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to, against the node policy of\nnode.yaml (its policy section) with --node, else the default one.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n"+
-			"Migrations are loaded too; a destructive statement (DROP TABLE, DROP COLUMN, RENAME, TRUNCATE,\n"+
-			"ALTER COLUMN TYPE) is reported as file:line: warning: why, which does not change the exit code:\n"+
-			"workers of the previous revision still run against the new schema during a rollout.\n\n")
-		fs.PrintDefaults()
-	}
+	setUsage(fs, stderr, "Usage: drover validate [--node node.yaml [--verify]] [DIR]\n\nChecks DIR/drover.yaml (default DIR: .) and the files it refers to, against the node policy of\nnode.yaml (its policy section) with --node, else the default one.\nExit 0 when valid; exit 1 with every problem, one per line, as file:line:col: field: why.\n"+
+		"Migrations are loaded too; a destructive statement (DROP TABLE, DROP COLUMN, RENAME, TRUNCATE,\n"+
+		"ALTER COLUMN TYPE) is reported as file:line: warning: why, which does not change the exit code:\n"+
+		"workers of the previous revision still run against the new schema during a rollout.\n\n")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
