@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 
-	"github.com/drover-dev/drover/migrate"
-	"github.com/drover-dev/drover/secretenv"
-	"github.com/drover-dev/drover/spec"
+	"github.com/drover-dev/drover/control"
 )
 
 func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -32,50 +29,19 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if *verify && *nodeFile == "" {
 		return usageError{"--verify needs --node: the keys are node.yaml's repo.verify"}
 	}
-	var problems []error
-	// With --node, the spec is checked against that node's policy, as its
-	// agent will check it; without, against the default policy.
-	var nodeCfg *spec.Node
-	policy := spec.DefaultPolicy()
-	if *nodeFile != "" {
-		var err error
-		if nodeCfg, err = spec.LoadNode(*nodeFile); err != nil {
-			problems = append(problems, err)
-		} else {
-			policy = nodeCfg.Policy
-		}
+	v := control.Validate(dir, *nodeFile, *verify)
+	for _, w := range v.Warnings {
+		fmt.Fprintln(stderr, w)
 	}
-	file := filepath.Join(dir, spec.FileName)
-	sp, err := spec.LoadDir(dir, policy)
-	if err != nil {
-		problems = append(problems, err)
+	if v.Signed != "" {
+		fmt.Fprintln(stdout, v.Signed)
 	}
-	if sp != nil {
-		problems = append(problems, secretenv.CheckFiles(file, dir, sp)...)
-	}
-	if sp != nil && sp.Migrations != nil {
-		warnings, err := migrate.LintDir(dir, sp)
-		if err != nil {
-			problems = append(problems, err)
-		}
-		for _, w := range warnings {
-			fmt.Fprintln(stderr, w)
-		}
-	}
-	if nodeCfg != nil && *verify {
-		line, err := verifyHead(dir, *nodeFile, nodeCfg)
-		if err != nil {
-			problems = append(problems, err)
-		} else {
-			fmt.Fprintln(stdout, line)
-		}
-	}
-	if len(problems) > 0 {
-		for _, p := range problems {
+	if len(v.Problems) > 0 {
+		for _, p := range v.Problems {
 			fmt.Fprintln(stderr, p)
 		}
 		return exitError{exitFailure}
 	}
-	fmt.Fprintf(stdout, "%s: valid (%d sites, %d workers)\n", file, len(sp.Sites), len(sp.Workers))
+	fmt.Fprintf(stdout, "%s: valid (%d sites, %d workers)\n", v.File, len(v.Spec.Sites), len(v.Spec.Workers))
 	return nil
 }
