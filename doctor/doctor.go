@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/spec"
 )
@@ -139,3 +141,22 @@ func warn(check, fix, format string, args ...any) Result {
 func fail(check, fix, format string, args ...any) Result {
 	return Result{Check: check, Status: Fail, Detail: fmt.Sprintf(format, args...), Fix: fix}
 }
+
+// CheckFile is drover doctor: node.yaml at file is the first check, then,
+// when it is valid, Run's with the agent's own LB config and timeout
+// bounding each check. It returns the node's name ("" when node.yaml is
+// invalid). go-redis's own log of each failed dial is silenced (it is
+// process-wide): the Redis check's line says what failed.
+func CheckFile(ctx context.Context, file string, timeout time.Duration) (string, []Result) {
+	cfg, err := spec.LoadNode(file)
+	if err != nil {
+		return "", []Result{fail("node.yaml", "write it with drover init, or fix the fields named above", "%s", err)}
+	}
+	redis.SetLogger(quietRedis{})
+	return cfg.Name, append([]Result{pass("node.yaml", "%s is valid (node %s)", file, cfg.Name)},
+		Run(ctx, Config{Node: cfg, LB: lbdrain.ConfigFor(cfg), Timeout: timeout})...)
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

@@ -3,6 +3,7 @@ package secrets
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,4 +98,27 @@ func EditFile(file, recipientsFile, identityFile string, edit func(clearFile str
 		return fmt.Errorf("%w; %s left unchanged", err, file)
 	}
 	return atomicfile.WriteFile(file, ct, 0o644)
+}
+
+// maxEnvFile bounds an env file to encrypt: secrets are a few lines, and
+// a larger input is a wrong file (a binary, a dump) rather than secrets.
+const maxEnvFile = 1 << 20
+
+// EncryptFile is drover secrets encrypt: the env file read from in (name
+// is for its errors) encrypted, armored, to every recipient of
+// recipientsFile. The clear bytes are wiped once encrypted.
+func EncryptFile(name string, in io.Reader, recipientsFile string) ([]byte, error) {
+	rs, err := LoadRecipients(recipientsFile)
+	if err != nil {
+		return nil, err
+	}
+	clear, err := io.ReadAll(io.LimitReader(in, maxEnvFile+1))
+	defer Wipe(clear)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	case len(clear) > maxEnvFile:
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxEnvFile)
+	}
+	return Encrypt(name, clear, rs)
 }

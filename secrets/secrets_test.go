@@ -171,3 +171,29 @@ func TestPlaceEnvFileLinksAnUnchangedSecret(t *testing.T) {
 		t.Errorf("changed secret reads %q", env)
 	}
 }
+
+// TestEncryptFile: drover secrets encrypt's input, encrypted to the
+// recipients file, decrypts with the node's identity; an input larger than
+// any env file is refused rather than encrypted.
+func TestEncryptFile(t *testing.T) {
+	nodeFile, nodeID := identityFile(t, 0o600)
+	rcpt := filepath.Join(t.TempDir(), "recipients")
+	if err := os.WriteFile(rcpt, []byte("# web1\n"+nodeID.Recipient().String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := EncryptFile("api.env", strings.NewReader("API_TOKEN=tok\n"), rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := LoadIdentity(nodeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs, err := id.Decrypt("api.env.age", ct); err != nil || len(vs) != 1 || vs[0].Value != "tok" {
+		t.Fatalf("decrypted %q, %v", vs, err)
+	}
+	big := strings.NewReader(strings.Repeat("K=v\n", maxEnvFile/4+1))
+	if _, err := EncryptFile("dump.sql", big, rcpt); err == nil || !strings.Contains(err.Error(), "dump.sql: larger than") {
+		t.Fatalf("an input over %d bytes: %v", maxEnvFile, err)
+	}
+}

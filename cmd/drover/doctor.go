@@ -8,10 +8,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/printers"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/drover-dev/drover/doctor"
-	"github.com/drover-dev/drover/lbdrain"
 	"github.com/drover-dev/drover/spec"
 )
 
@@ -28,32 +25,22 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	cfg, err := spec.LoadNode(*config)
-	if err != nil {
-		printers.DoctorResult(stdout, doctor.Result{Check: "node.yaml", Status: doctor.Fail, Detail: err.Error(),
-			Fix: "write it with drover init, or fix the fields named above"})
-		return exitError{exitFailure}
-	}
-	// go-redis logs each failed dial to stderr; doctor's own line says it.
-	redis.SetLogger(quietRedis{})
 	start := time.Now()
-	rs := append([]doctor.Result{{Check: "node.yaml", Status: doctor.Pass, Detail: *config + " is valid (node " + cfg.Name + ")"}},
-		doctor.Run(ctx, doctor.Config{Node: cfg, LB: lbdrain.ConfigFor(cfg), Timeout: *timeout})...)
+	name, rs := doctor.CheckFile(ctx, *config, *timeout)
 	for _, r := range rs {
 		printers.DoctorResult(stdout, r)
+	}
+	if name == "" { // node.yaml did not load: nothing else was checked
+		return exitError{exitFailure}
 	}
 	failed := doctor.Failed(rs)
 	verdict := "ready"
 	if failed {
 		verdict = "not ready"
 	}
-	fmt.Fprintf(stdout, "%s: %s (%s)\n", cfg.Name, verdict, time.Since(start).Round(10*time.Millisecond))
+	fmt.Fprintf(stdout, "%s: %s (%s)\n", name, verdict, time.Since(start).Round(10*time.Millisecond))
 	if failed {
 		return exitError{exitFailure}
 	}
 	return nil
 }
-
-type quietRedis struct{}
-
-func (quietRedis) Printf(context.Context, string, ...any) {}

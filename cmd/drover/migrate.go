@@ -46,78 +46,73 @@ resolve  clears a failed or interrupted no-transaction migration after you
                   its ledger row is removed and the next run applies it again;
          --done   you finished it by hand: it is recorded applied.
          A halted revision stays halted: clear it, or push a new commit.
-
-Flags:
 `
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, migrateUsage)
-		return usageError{"missing subcommand: status, up or resolve"}
-	}
-	sub := args[0]
-	flags := newFlags("migrate "+sub, stderr)
-	config := flags.String("config", spec.DefaultNodeFile, "node config file")
-	dir := flags.String("dir", "", "read drover.yaml and the migrations from `DIR` instead of the live revision")
-	timeout := flags.Duration("timeout", 15*time.Minute, "give up after this long, waiting for the migration lock included")
-	var output *string
-	var retry, done *bool
-	switch sub {
-	case "status":
-		output = flags.String("o", "text", "output format: text or json")
-	case "up":
-	case "resolve":
-		retry = flags.Bool("retry", false, "the migration's partial effects were undone: run it again")
-		done = flags.Bool("done", false, "the migration was completed by hand: record it applied")
-	case "-h", "--help", "help":
-		fmt.Fprint(stderr, migrateUsage)
-		flags.PrintDefaults()
-		return flag.ErrHelp
-	default:
-		fmt.Fprint(stderr, migrateUsage)
-		return usageError{fmt.Sprintf("unknown subcommand %q: status, up or resolve", sub)}
-	}
-	setUsage(flags, stderr, migrateUsage)
-	pos, err := parseInterspersed(flags, args[1:])
+	sub, args, err := subcommand(args, migrateUsage, stderr, "status", "up", "resolve")
 	if err != nil {
 		return err
 	}
-	if *timeout <= 0 {
+	flags := newFlags("migrate "+sub, stderr)
+	setUsage(flags, stderr, migrateUsage+"\nFlags of migrate "+sub+":\n")
+	config := flags.String("config", spec.DefaultNodeFile, "node config file")
+	dir := flags.String("dir", "", "read drover.yaml and the migrations from `DIR` instead of the live revision")
+	timeout := flags.Duration("timeout", 15*time.Minute, "give up after this long, waiting for the migration lock included")
+	output, retry, done := "text", false, false
+	switch sub {
+	case "status":
+		flags.StringVar(&output, "o", "text", "output format: text or json")
+	case "resolve":
+		flags.BoolVar(&retry, "retry", false, "the migration's partial effects were undone: run it again")
+		flags.BoolVar(&done, "done", false, "the migration was completed by hand: record it applied")
+	}
+	pos, err := parseInterspersed(flags, args)
+	var version int64
+	switch {
+	case err != nil:
+		return err
+	case *timeout <= 0:
 		return usageError{"--timeout must be positive"}
+	case output != "text" && output != "json":
+		return usageError{"-o must be text or json"}
+	case sub != "resolve" && len(pos) > 0:
+		return usageError{sub + " takes no arguments"}
+	case sub == "resolve" && len(pos) != 1:
+		return usageError{"resolve takes one VERSION"}
+	case sub == "resolve":
+		if version, err = strconv.ParseInt(pos[0], 10, 64); err != nil || version <= 0 {
+			return usageError{fmt.Sprintf("VERSION %q is not a migration's version (the number its file name starts with)", pos[0])}
+		}
+		if retry == done {
+			return usageError{"resolve needs one of --retry or --done"}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-
-	switch sub {
-	case "status":
-		if len(pos) > 0 {
-			return usageError{"status takes no arguments"}
-		}
-		if *output != "text" && *output != "json" {
-			return usageError{"-o must be text or json"}
-		}
-		return migrateStatus(ctx, *config, *dir, *output, stdout, stderr)
-	case "up":
-		if len(pos) > 0 {
-			return usageError{"up takes no arguments"}
-		}
-		return migrateUp(ctx, *config, *dir, stdout, stderr)
+	node, err := spec.LoadNode(*config)
+	if err != nil {
+		return err
 	}
-	if len(pos) != 1 {
-		return usageError{"resolve takes one VERSION"}
+	level := slog.LevelWarn
+	if sub == "up" {
+		level = slog.LevelInfo // each migration as it applies
 	}
-	version, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || version <= 0 {
-		return usageError{fmt.Sprintf("VERSION %q is not a migration's version (the number its file name starts with)", pos[0])}
+	// resolve needs only the ledger, not the migration files.
+	set, db, err := control.OpenMigrator(ctx, node, *dir, sub != "resolve", slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	if err != nil {
+		return err
 	}
-	if *retry == *done {
-		return usageError{"resolve needs one of --retry or --done"}
+	defer db.Close(context.WithoutCancel(ctx))
+	switch {
+	case sub == "status":
+		return migrateStatus(ctx, db, set, output, stdout, stderr)
+	case sub == "up":
+		return migrateUp(ctx, db, set, stdout)
+	case retry:
+		return migrateResolve(ctx, db, version, migrate.Retry, stdout)
+	default:
+		return migrateResolve(ctx, db, version, migrate.Done, stdout)
 	}
-	how := migrate.Retry
-	if *done {
-		how = migrate.Done
-	}
-	return migrateResolve(ctx, *config, *dir, version, how, stdout, stderr)
 }
 
 // parseInterspersed parses flags before, between and after the positional
@@ -136,23 +131,7 @@ func parseInterspersed(flags *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// openForCLI loads node.yaml, the migrations (unless only the ledger is
-// needed) and connects to the database.
-func openForCLI(ctx context.Context, config, dir string, needFiles bool, logLevel slog.Level, stderr io.Writer) (*control.MigrationSet, *migrate.Migrator, error) {
-	node, err := spec.LoadNode(config)
-	if err != nil {
-		return nil, nil, err
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
-	return control.OpenMigrator(ctx, node, dir, needFiles, log)
-}
-
-func migrateStatus(ctx context.Context, config, dir, output string, stdout, stderr io.Writer) error {
-	set, db, err := openForCLI(ctx, config, dir, true, slog.LevelWarn, stderr)
-	if err != nil {
-		return err
-	}
-	defer db.Close(context.WithoutCancel(ctx))
+func migrateStatus(ctx context.Context, db *migrate.Migrator, set *control.MigrationSet, output string, stdout, stderr io.Writer) error {
 	st, err := db.Status(ctx, set.Migrations)
 	if err != nil {
 		return err
@@ -174,40 +153,29 @@ func migrateStatus(ctx context.Context, config, dir, output string, stdout, stde
 	return nil
 }
 
-func migrateUp(ctx context.Context, config, dir string, stdout, stderr io.Writer) error {
-	set, db, err := openForCLI(ctx, config, dir, true, slog.LevelInfo, stderr)
-	if err != nil {
-		return err
-	}
-	defer db.Close(context.WithoutCancel(ctx))
+func migrateUp(ctx context.Context, db *migrate.Migrator, set *control.MigrationSet, stdout io.Writer) error {
 	applied, err := db.Up(ctx, set.Migrations)
 	for _, m := range applied {
 		fmt.Fprintf(stdout, "applied  %s\n", m.File)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if len(applied) == 0 {
+	case len(applied) == 0:
 		fmt.Fprintf(stdout, "nothing to apply: the %d migrations of %s are applied\n", len(set.Migrations), set.Desc)
-		return nil
+	default:
+		fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.Desc)
 	}
-	fmt.Fprintf(stdout, "%d applied from %s\n", len(applied), set.Desc)
 	return nil
 }
 
-func migrateResolve(ctx context.Context, config, dir string, version int64, how migrate.Resolution, stdout, stderr io.Writer) error {
-	_, db, err := openForCLI(ctx, config, dir, false, slog.LevelWarn, stderr)
-	if err != nil {
-		return err
-	}
-	defer db.Close(context.WithoutCancel(ctx))
+func migrateResolve(ctx context.Context, db *migrate.Migrator, version int64, how migrate.Resolution, stdout io.Writer) error {
 	if err := db.Resolve(ctx, version, how); err != nil {
 		return err
 	}
-	switch how {
-	case migrate.Retry:
+	if how == migrate.Retry {
 		fmt.Fprintf(stdout, "version %d: its ledger row is removed; the next drover migrate up or rollout applies it again\n", version)
-	case migrate.Done:
+	} else {
 		fmt.Fprintf(stdout, "version %d: recorded applied (completed by hand); it will not run\n", version)
 	}
 	return nil

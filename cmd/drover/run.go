@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -122,6 +123,25 @@ func setUsage(fs *flag.FlagSet, stderr io.Writer, usage string) {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
+}
+
+// subcommand splits the subcommand (one of subs) off the arguments of a
+// command that has them (migrate, secrets); none, help or an unknown one
+// prints usage.
+func subcommand(args []string, usage string, stderr io.Writer, subs ...string) (string, []string, error) {
+	list := strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stderr, usage)
+		return "", nil, usageError{"missing subcommand: " + list}
+	case slices.Contains(subs, args[0]):
+		return args[0], args[1:], nil
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stderr, usage)
+		return "", nil, flag.ErrHelp
+	}
+	fmt.Fprint(stderr, usage)
+	return "", nil, usageError{fmt.Sprintf("unknown subcommand %q: %s", args[0], list)}
 }
 
 // parseNoArgs is parseFlags for a command that takes no arguments.

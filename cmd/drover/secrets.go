@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,27 +27,17 @@ A recipients file lists age recipients (age1…), one per line, # comments: ever
 `
 
 func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, secretsUsage)
-		return usageError{"missing subcommand: keygen, recipients, encrypt or edit"}
+	sub, args, err := subcommand(args, secretsUsage, stderr, "keygen", "recipients", "encrypt", "edit")
+	if err != nil {
+		return err
 	}
-	sub := args[0]
 	flags := newFlags("secrets "+sub, stderr)
-	setUsage(flags, stderr, secretsUsage)
+	setUsage(flags, stderr, secretsUsage+"\nFlags:\n")
 	out := flags.String("o", "", "output file")
 	identity := flags.String("identity", "", "age identity file")
 	nodeFile := flags.String("node", "", "node.yaml whose secrets.identityFile to use")
 	recipients := flags.String("recipients", "", "file of age recipients, one per line")
-	switch sub {
-	case "keygen", "recipients", "encrypt", "edit":
-	case "-h", "--help", "help":
-		flags.Usage()
-		return flag.ErrHelp
-	default:
-		fmt.Fprint(stderr, secretsUsage)
-		return usageError{fmt.Sprintf("unknown subcommand %q: keygen, recipients, encrypt or edit", sub)}
-	}
-	if err := parseFlags(flags, args[1:]); err != nil {
+	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
 	switch sub {
@@ -92,22 +81,16 @@ func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		if *recipients == "" || flags.NArg() > 1 {
 			return usageError{"encrypt --recipients FILE [-o OUT] [IN]"}
 		}
-		rs, err := secrets.LoadRecipients(*recipients)
-		if err != nil {
-			return err
-		}
-		name, clear := "stdin", []byte(nil)
+		name, in := "stdin", io.Reader(os.Stdin)
 		if flags.NArg() == 1 {
-			name = flags.Arg(0)
-			clear, err = os.ReadFile(name)
-		} else {
-			clear, err = io.ReadAll(os.Stdin)
+			f, err := os.Open(flags.Arg(0))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			name, in = f.Name(), f
 		}
-		if err != nil {
-			return err
-		}
-		ct, err := secrets.Encrypt(name, clear, rs)
-		secrets.Wipe(clear)
+		ct, err := secrets.EncryptFile(name, in, *recipients)
 		if err != nil {
 			return err
 		}
