@@ -13,13 +13,10 @@ import (
 func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("history", stderr)
 	n := flags.Int("n", 20, "how many revisions to show, newest first (0: all kept)")
-	output := flags.String("o", "text", "output format: text or json")
+	output := newOutputFlag(flags)
 	setUsage(flags, stderr, "Usage: drover history [--config node.yaml] [-n N] [-o text|json]\n\nEvery revision the cluster saw (node.yaml history.keep of them): the commit,\nwhen it was first seen, what each node did with it and how long it was\ndrained, the outcome, and who pinned, unpinned, cleared or paused what.\n\n")
 	if err := parseNoArgs(flags, args); err != nil {
 		return err
-	}
-	if *output != "text" && *output != "json" {
-		return usageError{"-o must be text or json"}
 	}
 	if *n < 0 {
 		return usageError{"-n must not be negative"}
@@ -29,13 +26,9 @@ func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		if *output == "json" {
-			if revs == nil {
-				revs = []cluster.Revision{}
-			}
-			return printers.JSON(stdout, revs)
+		if revs == nil {
+			revs = []cluster.Revision{} // [] in JSON, not null
 		}
-		printers.History(stdout, revs)
-		return nil
+		return output.write(stdout, revs, func() { printers.History(stdout, revs) })
 	})
 }

@@ -58,10 +58,10 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	config := flags.String("config", spec.DefaultNodeFile, "node config file")
 	dir := flags.String("dir", "", "read drover.yaml and the migrations from `DIR` instead of the live revision")
 	timeout := flags.Duration("timeout", 15*time.Minute, "give up after this long, waiting for the migration lock included")
-	output, retry, done := "text", false, false
+	output, retry, done := &outputFlag{}, false, false
 	switch sub {
 	case "status":
-		flags.StringVar(&output, "o", "text", "output format: text or json")
+		output = newOutputFlag(flags)
 	case "resolve":
 		flags.BoolVar(&retry, "retry", false, "the migration's partial effects were undone: run it again")
 		flags.BoolVar(&done, "done", false, "the migration was completed by hand: record it applied")
@@ -73,8 +73,6 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	case *timeout <= 0:
 		return usageError{"--timeout must be positive"}
-	case output != "text" && output != "json":
-		return usageError{"-o must be text or json"}
 	case sub != "resolve" && len(pos) > 0:
 		return usageError{sub + " takes no arguments"}
 	case sub == "resolve" && len(pos) != 1:
@@ -131,18 +129,14 @@ func parseInterspersed(flags *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func migrateStatus(ctx context.Context, db *migrate.Migrator, set *control.MigrationSet, output string, stdout, stderr io.Writer) error {
+func migrateStatus(ctx context.Context, db *migrate.Migrator, set *control.MigrationSet, output *outputFlag, stdout, stderr io.Writer) error {
 	st, err := db.Status(ctx, set.Migrations)
 	if err != nil {
 		return err
 	}
 	rep := migrate.NewReport(set.Revision, set.Migrations, st)
-	if output == "json" {
-		if err := printers.JSON(stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		printers.Migrations(stdout, set.Desc, rep)
+	if err := output.write(stdout, rep, func() { printers.Migrations(stdout, set.Desc, rep) }); err != nil {
+		return err
 	}
 	if len(rep.Problems) > 0 {
 		for _, p := range rep.Problems {

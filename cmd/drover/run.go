@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/drover-dev/drover/internal/printers"
 	"github.com/drover-dev/drover/internal/revid"
 )
 
@@ -172,6 +173,40 @@ func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "drover %s\n", version)
+	return nil
+}
+
+// outputFlag is the -o flag of the commands that print a report: text
+// for people, json for scripts; any other value is a usage error.
+type outputFlag struct{ json bool }
+
+func newOutputFlag(fs *flag.FlagSet) *outputFlag {
+	o := &outputFlag{}
+	fs.Var(o, "o", "output `format`: text or json (default text)")
+	return o
+}
+
+func (o *outputFlag) String() string {
+	if o != nil && o.json {
+		return "json"
+	}
+	return "text"
+}
+
+func (o *outputFlag) Set(s string) error {
+	if s != "text" && s != "json" {
+		return errors.New("must be text or json")
+	}
+	o.json = s == "json"
+	return nil
+}
+
+// write prints v as JSON with -o json, else as text prints it.
+func (o *outputFlag) write(w io.Writer, v any, text func()) error {
+	if o.json {
+		return printers.JSON(w, v)
+	}
+	text()
 	return nil
 }
 

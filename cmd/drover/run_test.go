@@ -20,7 +20,7 @@ func TestCommandLineRefusals(t *testing.T) {
 		{[]string{"status", "--config", missing, "extra"}, exitUsage, "drover status: unexpected arguments: extra"},
 		{[]string{"sync", "--config", missing, "now"}, exitUsage, "drover sync: unexpected arguments: now"},
 		{[]string{"history", "--config", missing, "-n", "-1"}, exitUsage, "-n must not be negative"},
-		{[]string{"plan", "--config", missing, "-o", "yaml"}, exitUsage, "-o must be text or json"},
+		{[]string{"plan", "--config", missing, "-o", "yaml"}, exitUsage, `invalid value "yaml" for flag -o: must be text or json`},
 		{[]string{"version", "x"}, exitUsage, "drover version: unexpected arguments: x"},
 		{[]string{"pin", "--config", missing}, exitUsage, "give exactly one REV"},
 		{[]string{"agent", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},

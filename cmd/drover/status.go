@@ -12,13 +12,10 @@ import (
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags, config := configFlag("status", stderr)
-	output := flags.String("o", "text", "output format: text or json")
+	output := newOutputFlag(flags)
 	events := flags.Int("events", 10, "how many recent events to show")
 	if err := parseNoArgs(flags, args); err != nil {
 		return err
-	}
-	if *output != "text" && *output != "json" {
-		return usageError{"-o must be text or json"}
 	}
 	stdout = printers.Terminal(stdout) // what status prints comes from Redis: no escapes
 	return withControl(ctx, *config, stderr, func(k *control.Control) error {
@@ -27,20 +24,12 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if err != nil {
 				return err
 			}
-			if *output == "json" {
-				return printers.JSON(stdout, snap)
-			}
-			printers.Cluster(stdout, snap, *events)
-			return nil
+			return output.write(stdout, snap, func() { printers.Cluster(stdout, snap, *events) })
 		}
 		ns, err := k.LocalStatus(ctx)
 		if err != nil {
 			return err
 		}
-		if *output == "json" {
-			return printers.JSON(stdout, ns)
-		}
-		printers.Node(stdout, ns.Status, ns.Halted, ns.Pin, time.Now())
-		return nil
+		return output.write(stdout, ns, func() { printers.Node(stdout, ns.Status, ns.Halted, ns.Pin, time.Now()) })
 	})
 }
