@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -51,7 +50,7 @@ func open(t *testing.T, clusterYAML string) *Control {
 
 func actions(t *testing.T, k *Control, rev string) []string {
 	t.Helper()
-	revs, err := k.History().List(context.Background(), 0)
+	revs, err := k.History().List(t.Context(), 0)
 	if err != nil {
 		t.Fatalf("history: %v", err)
 	}

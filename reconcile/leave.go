@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/drover-dev/drover/spec"
 )
 
 // leaveGrace bounds Leave beyond the live spec's drainTimeout: the wait for
@@ -25,12 +23,8 @@ const leaveGrace = time.Minute
 // as the agent stops) and is bounded by the live spec's drainTimeout plus
 // a minute.
 func (n *Node) Leave(ctx context.Context) error {
-	timeout := spec.DefaultDrainTimeout
-	if cur, err := n.d.Releases.Current(); err == nil && cur != "" {
-		if sp := n.specOrNil(cur); sp != nil {
-			timeout = sp.Rollout.DrainTimeout.D()
-		}
-	}
+	cur, _ := n.d.Releases.Current() // none read: the default
+	timeout := n.drainTimeoutOf(cur)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout+leaveGrace)
 	defer cancel()
 	n.markHealthy(false)

@@ -1030,17 +1030,26 @@ func (n *Node) specOrNil(rev string) *spec.Spec {
 	return sp
 }
 
+// drainTimeoutOf is the drainTimeout of the first of revs whose spec the
+// store holds: a drain outside a rollout (Recover, Leave) has no revision
+// being rolled out to take it from.
+func (n *Node) drainTimeoutOf(revs ...string) time.Duration {
+	for _, rev := range revs {
+		if rev == "" {
+			continue
+		}
+		if sp := n.specOrNil(rev); sp != nil {
+			return sp.Rollout.DrainTimeout.D()
+		}
+	}
+	return spec.DefaultDrainTimeout
+}
+
 // drainThenRestore takes the node out of the LB (again: Drain is
 // idempotent) and only then restores e.From: a restore switches the
 // release and restarts workers, which no node in service may see.
 func (n *Node) drainThenRestore(ctx context.Context, e *entry, cur string) error {
-	timeout := spec.DefaultDrainTimeout
-	for _, rev := range []string{cur, e.From} {
-		if sp := n.specOrNil(rev); sp != nil {
-			timeout = sp.Rollout.DrainTimeout.D()
-			break
-		}
-	}
+	timeout := n.drainTimeoutOf(cur, e.From)
 	n.setStep(ctx, StepDraining, e.From, nil)
 	if err := n.d.Drainer.Drain(ctx, timeout); err != nil {
 		return fmt.Errorf("drain before restoring: %w", err)

@@ -79,9 +79,8 @@ func FreePorts(t testing.TB, n int) int {
 		base := FreePort(t)
 		ok := true
 		for i := 1; i < n && ok; i++ {
-			if !claimPort(base + i) {
-				ok = false
-				break
+			if ok = claimPort(base + i); !ok {
+				continue // ends the loop: ok is its condition
 			}
 			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
 			if ok = err == nil; ok {
