@@ -85,8 +85,10 @@ type guard struct {
 	driftNext, lastRestore time.Time
 	driftDelay             time.Duration
 	// the live release's parsed spec and its steady-state checks, by
-	// revision
+	// revision and by where its instances run (the checks name their
+	// ports)
 	rev    string
+	place  placement
 	sp     *spec.Spec
 	checks []health.Check
 	prober *health.Prober
@@ -373,7 +375,8 @@ func (n *Node) restoreNginx(ctx context.Context, sp *spec.Spec) {
 }
 
 // liveSpec returns the revision the node last verified and its spec, parsed
-// once per revision.
+// once per revision; the checks are made again when the live release's
+// instances moved to the other range.
 func (n *Node) liveSpec(g *guard) (string, *spec.Spec, error) {
 	n.mu.Lock()
 	rev := n.liveRev
@@ -381,7 +384,14 @@ func (n *Node) liveSpec(g *guard) (string, *spec.Spec, error) {
 	if rev == "" {
 		return "", nil, nil
 	}
+	cur, _ := n.d.Releases.Current()
+	place := n.placeOf(cur) // what n.checks places the workers by
 	if g.rev == rev && g.sp != nil {
+		if g.place != place {
+			// Other instances: what failed on the old ports says nothing.
+			g.place, g.checks = place, n.checks(g.sp, false)
+			clear(g.failingSince)
+		}
 		return rev, g.sp, nil
 	}
 	data, err := n.d.Releases.SpecOf(rev)
@@ -392,7 +402,7 @@ func (n *Node) liveSpec(g *guard) (string, *spec.Spec, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("spec of live release %s: %w", short(rev), err)
 	}
-	g.rev, g.sp, g.checks = rev, sp, n.checks(sp, false)
+	g.rev, g.place, g.sp, g.checks = rev, place, sp, n.checks(sp, false)
 	return rev, sp, nil
 }
 

@@ -27,12 +27,14 @@ import (
 type worker struct {
 	srv  *httptest.Server
 	mode atomic.Value // "ok", "fail", "hang"
+	hits atomic.Int32 // requests answered or not
 }
 
 func newWorker(t testing.TB) *worker {
 	w := &worker{}
 	w.mode.Store("ok")
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.hits.Add(1)
 		switch w.mode.Load() {
 		case "fail":
 			http.Error(rw, "database gone", http.StatusInternalServerError)
@@ -294,6 +296,31 @@ func TestGuardTakesOutAndBringsBack(t *testing.T) {
 	r.waitHealth(HealthOK, 3*time.Second)
 	if !r.up() {
 		t.Fatal("healthy again but the health endpoint still says down")
+	}
+}
+
+// TestGuardFollowsThePlacement: the guard probes the ports the live
+// release's instances run on now. The same revision recorded anew on its
+// second range (a rollback that placed it there) is probed there, not on
+// the ports the guard cached with the revision's spec.
+func TestGuardFollowsThePlacement(t *testing.T) {
+	r := newGuardRig(t, GuardConfig{UnhealthyAfter: 2, HealthyAfter: 2, RestartAfter: time.Hour}, true)
+	alt := newWorker(t)
+	first := fmt.Sprintf("port: %d\n", r.w.port())
+	r.rel.spec = []byte(strings.Replace(string(r.rel.spec), first, first+fmt.Sprintf("    altPort: %d\n", alt.port()), 1))
+	r.run()
+	r.waitHealth(HealthOK, 2*time.Second)
+	if alt.hits.Load() != 0 {
+		t.Fatal("the guard probed the second range before the release ran there")
+	}
+	// aaaa's instances now run on the second range; the first is gone.
+	if err := r.n.writePlaces(false, placement{Rev: "aaaa", Alt: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.w.mode.Store("fail")
+	r.until(3*time.Second, "the guard probes the second range", func() bool { return alt.hits.Load() >= 4 })
+	if got := r.reg.healths(); slices.Contains(got, HealthFailing) || slices.Contains(got, HealthOut) {
+		t.Fatalf("verdicts %v: the guard judged the range the release left", got)
 	}
 }
 
