@@ -17,7 +17,10 @@ setup:
 # drover binary run as an agent against real nginx, Redis, PostgreSQL and
 # systemd nodes (cmd/drover's multi-process tests, behind the e2e tag so
 # that `make unit` stays quick), and the scenarios on a 3-node cluster
-# (needs root: namespaces, mounts, cgroups).
+# (needs root: namespaces, mounts, cgroups). cmd/drover's tests run four
+# at a time: their agents wait on LB checks and locks (about 45 s of CPU in
+# 400 s), and the ones that measure zero loss or run systemd nodes are not
+# marked parallel.
 test: unit e2e
 
 unit: setup
@@ -26,7 +29,7 @@ unit: setup
 
 e2e: setup
 	$(GO) vet -tags e2e ./cmd/drover/ ./e2e/
-	$(GO) test -tags e2e -count=1 -timeout 20m ./cmd/drover/
+	$(GO) test -tags e2e -count=1 -timeout 20m -parallel 4 ./cmd/drover/
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 lint:

@@ -301,6 +301,7 @@ func (n *testNode) live() string {
 }
 
 func TestAgentRollsOutAndHaltsABadRevision(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	a := n.commit("blog A", "api A")
 	n.startAgent()
@@ -411,6 +412,7 @@ func killAt(t *testing.T, n *testNode, lb string, step reconcile.Step, check fun
 // must not switch back (the LB may already send the node traffic) but
 // bring the same release up, check it and finish the undrain.
 func TestAgentKilledWhileUndrainingFinishesForward(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	// A long rise window (no LB checks this node, so the undrain waits it
 	// out), so the test can catch the agent in it.
@@ -431,6 +433,7 @@ func TestAgentKilledWhileUndrainingFinishesForward(t *testing.T) {
 // switches or verifies, and checks that the next agent finds the node on
 // one whole release (nginx, sites and workers of the same revision).
 func TestAgentKilledMidChangeRecovers(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	for _, step := range []reconcile.Step{reconcile.StepSwitching, reconcile.StepVerifying} {
 		t.Run(string(step), func(t *testing.T) {
 			n := newTestNode(t)

@@ -80,6 +80,7 @@ func count(es []notify.Event, id string) int {
 // up the rollout (each try is bounded by notify.timeout, off the rollout's
 // path).
 func TestClusterNotifiesOncePerEvent(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	hang := make(chan struct{})
 	jsonHook := newReceiver(t, 200, nil)

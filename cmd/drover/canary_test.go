@@ -89,6 +89,7 @@ func (tc *testCluster) canary(rev string) reconcile.Canary {
 // is promoted after the canary's duration and only then taken by the
 // others; drover status and drover history show the decisions.
 func TestClusterCanary(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	a := tc.commit("blog A", "/")
@@ -181,6 +182,7 @@ func TestClusterCanary(t *testing.T) {
 // others (their status says on whom they wait) until drover promote; drover
 // abort of the next one halts it and rolls its canary back.
 func TestClusterCanaryManual(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	a := tc.commit("blog A", "/")

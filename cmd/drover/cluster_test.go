@@ -187,6 +187,7 @@ func clusterSection(redisAddr string) string {
 }
 
 func TestClusterRollsOutOneNodeAtATime(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 5, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	a := tc.commit("blog A", "/")
@@ -227,6 +228,7 @@ func countRev(ws []window, rev string) int {
 // revision rolls back, the revision is halted, no other node switches to it,
 // and the next commit resumes the rollout.
 func TestClusterHaltsARevisionThatFailsItsChecks(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	a := tc.commit("blog A", "/")
@@ -267,6 +269,7 @@ func TestClusterHaltsARevisionThatFailsItsChecks(t *testing.T) {
 // it is back), so the others wait rather than drain; the killed node,
 // started again, rolls back its step, re-joins, and the rollout finishes.
 func TestClusterKilledLockHolder(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	a := tc.commit("blog A", "/")
@@ -310,6 +313,7 @@ func TestClusterKilledLockHolder(t *testing.T) {
 // middle of a rollout: after the failover the rollout goes on, and never are
 // two nodes drained at once.
 func TestClusterSurvivesRedisFailover(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	master := testsvc.StartRedis(t)
 	replica := testsvc.StartRedis(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port))
 	_ = replica
@@ -383,6 +387,7 @@ func TestClusterSurvivesRedisFailover(t *testing.T) {
 // to one node's webhook wakes every node; a forged one changes nothing;
 // pause holds a rollout until resume.
 func TestClusterWebhookPauseResume(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	hookPort := testsvc.FreePort(t)
 	secret := filepath.Join(testsvc.WorldDir(t, "hook"), "secret")

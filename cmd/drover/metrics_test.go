@@ -69,6 +69,7 @@ next:
 // two rollouts live, one rolled back, one halt, three drained windows of the
 // same length, B live.
 func TestAgentMetricsMatchTheHistory(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testsvc.FreePort(t))
 	n.configure("test", "./repo", "metrics: {listen: "+addr+"}\n")

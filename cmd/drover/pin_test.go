@@ -38,6 +38,7 @@ func runCLIFail(t testing.TB, code int, args ...string) string {
 // applied on none; a halted revision and a bad REV are refused and change
 // nothing; unpin rolls C out. The history then tells each revision's story.
 func TestClusterRollbackPinUnpin(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr), cluster.Config{Addrs: []string{r.Addr}})
 	cfg := tc.nodes[0].config
@@ -189,6 +190,7 @@ func TestClusterRollbackPinUnpin(t *testing.T) {
 // runs nothing backwards; a pin of a revision whose migration the ledger
 // lacks is refused unless --force.
 func TestAgentRollbackWithoutTheForgeKeepsTheSchema(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	pg := testsvc.StartPostgres(t)
 	n := newTestNode(t)
 	n.write("db.dsn", pg.DSN+"\n")

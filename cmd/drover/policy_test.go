@@ -44,6 +44,7 @@ var policyWant = []string{
 // agent before prepare, each refusal with its field and line; the agent
 // halts the revision, keeps serving the live one, and prepares nothing.
 func TestPolicyRefusedByValidateAndAgent(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	a := n.commit("blog A", "api A")
 	n.startAgent()
@@ -93,6 +94,7 @@ func TestPolicyRefusedByValidateAndAgent(t *testing.T) {
 // `validate --node` and by its agent before prepare, which halts the
 // revision and keeps serving the live one.
 func TestNodePolicyAppliedByValidateAndAgent(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	n.configure("test", "./repo", fmt.Sprintf(`policy:
   allowRoot: true

@@ -22,6 +22,7 @@ import (
 // leaves the schema as it was, halts the revision and the node keeps
 // serving the previous release; a fixed commit applies.
 func TestAgentHaltsARevisionWhoseMigrationFails(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	pg := testsvc.StartPostgres(t)
 	n := newTestNode(t)
 	n.write("db.dsn", pg.DSN+"\n")

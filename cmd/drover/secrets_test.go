@@ -96,6 +96,7 @@ func noClearValue(t *testing.T, root string, values ...string) {
 }
 
 func TestAgentGivesWorkersTheirSecretsAndShowsNoValue(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	key := filepath.Join(n.dir, "node.key")
 	recipient := strings.TrimSpace(runCLI(t, "secrets", "keygen", "-o", key))
@@ -260,6 +261,7 @@ func TestValidateRefusesASecretEnvInClear(t *testing.T) {
 // node1 only. Every other node refuses the revision while preparing, before
 // the lock: it halts it cluster-wide, naming the file, and never drains.
 func TestClusterHaltsASecretANodeCannotDecrypt(t *testing.T) {
+	t.Parallel() // a cluster's agents mostly wait on their LB and lock: two clusters share the CPUs
 	r := testsvc.StartRedis(t)
 	tc := newTestCluster(t, 3, clusterSection(r.Addr)+"secrets: {identityFile: node.key}\n", cluster.Config{Addrs: []string{r.Addr}})
 	var recipients []string

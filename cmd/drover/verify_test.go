@@ -72,6 +72,7 @@ func (n *testNode) waitHalted(rev, blog, version string, why ...string) {
 }
 
 func TestAgentGoesLiveOnlyWithAllowedSignatures(t *testing.T) {
+	t.Parallel() // the agent mostly waits on its LB's checks: tests share the CPUs
 	n := newTestNode(t)
 	alice := signtest.NewSSH(t, "alice@example.com")
 	bob := signtest.NewGPG(t, "Bob Builder <bob@example.com>")
