@@ -85,9 +85,12 @@ func (s *Systemd) syncFiles(want map[string][]byte) (changed bool, err error) {
 	return changed, nil
 }
 
-// ours matches the names drover gives worker units.
+// ours matches the names drover gives worker units: templates, targets,
+// and the instance units Start writes beside a live template
+// (drover-<worker>@<port>.service).
 func ours(name string) bool {
-	return strings.HasPrefix(name, "drover-") && (strings.HasSuffix(name, "@.service") || strings.HasSuffix(name, ".target"))
+	return strings.HasPrefix(name, "drover-") &&
+		(strings.HasSuffix(name, ".service") && strings.Contains(name, "@") || strings.HasSuffix(name, ".target"))
 }
 
 // managed reports whether the file starts with drover's header.

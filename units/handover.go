@@ -2,14 +2,16 @@ package units
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,16 +40,14 @@ import (
 //     for another), instead of one after another as Apply must.
 //   - Memory sums the resident memory of workers' running instances.
 //
-// With the systemd supervisor both ranges share one template unit: the
-// template names the directory the last Start or Apply ran with, so an old
-// instance that crashes during the overlap is restarted by systemd from the
-// new release, on its old port. Start marks the other instances of its
-// workers exposed; an Apply (a rollback, Recover) that finds an exposed
-// instance on another run than the one drover started restarts it on the
-// unit it now writes. Until then (at most the overlap, nginx still on the
-// old range) such an instance serves the new release, whose instances had
-// passed their checks. The exec supervisor restarts each instance in its
-// own directory.
+// With the systemd supervisor both ranges are instances of one template
+// unit. Start leaves the template as the live instances run it and gives
+// each new instance the new release's unit as its own file (besideLive), so
+// systemd restarts a live instance that crashes during the overlap from
+// its own release, on its own port; the Apply after the switch (or a
+// rollback's, or Recover's) writes the template again and removes the
+// instance files. The exec supervisor restarts each instance in its own
+// directory.
 
 // stateDirOf is the state dir S of a live dir S/current (any name but a
 // release's: the live symlink) or a release dir S/releases/<rev>.
@@ -149,6 +149,36 @@ func processRSS(proc string, pid int) (uint64, error) {
 	return 0, nil // a zombie or kernel thread has no VmRSS
 }
 
+// besideLive is the unit files Start writes: where a worker's template
+// already runs live instances and the new release's differs, the template
+// stays theirs and each new instance gets the new unit as its own file
+// (systemd prefers drover-<worker>@<port>.service to the template). So a
+// live instance that crashes during the overlap is restarted by systemd
+// from its own release, on its own port. The next Apply writes the
+// template and removes the instance files; the new instances' unit stays
+// the same, so it restarts none of them.
+func (s *Systemd) besideLive(workers []spec.Worker, rendered map[string][]byte) (map[string][]byte, error) {
+	files := maps.Clone(rendered)
+	dir := filepath.Join(s.cfg.Root, s.cfg.UnitsDir)
+	for _, w := range workers {
+		tmpl := TemplateName(w.Name)
+		live, err := os.ReadFile(filepath.Join(dir, tmpl))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue // a new worker: no live instance to keep
+		case err != nil:
+			return nil, fmt.Errorf("read unit %s: %w", tmpl, err)
+		case bytes.Equal(live, rendered[tmpl]) || !bytes.HasPrefix(live, []byte(managedHeader)):
+			continue
+		}
+		files[tmpl] = live
+		for _, port := range w.InstancePorts() {
+			files[InstanceName(w.Name, port)] = rendered[tmpl]
+		}
+	}
+	return files, nil
+}
+
 // fingerprintOf is what an instance of w runs, for its record: its template
 // unit, environment file, bundle and secret file in release.
 func (s *Systemd) fingerprintOf(files map[string][]byte, w *spec.Worker, release string) string {
@@ -167,18 +197,6 @@ func (s *Systemd) startAll(ctx context.Context, workers []spec.Worker, files map
 			jobs = append(jobs, func(ctx context.Context) error { return s.ensure(ctx, w, port, fp, liveDir) })
 		}
 	}
-	// The template now names this release: the workers' other running
-	// instances are exposed to it if systemd restarts them.
-	s.recMu.Lock()
-	for unit, rec := range s.records {
-		if name, _, ok := parseInstance(unit); ok && !rec.Exposed && slices.ContainsFunc(workers, func(w spec.Worker) bool {
-			return w.Name == name && !slices.Contains(w.InstancePorts(), portOf(unit))
-		}) {
-			rec.Exposed = true
-			s.records[unit] = rec
-		}
-	}
-	s.recMu.Unlock()
 	if err := parallel(ctx, startLimit(), jobs); err != nil {
 		_ = s.saveRecords()
 		return err
@@ -259,9 +277,4 @@ func parallel(ctx context.Context, limit int, jobs []func(context.Context) error
 		return ctx.Err()
 	}
 	return first
-}
-
-func portOf(unit string) int {
-	_, p, _ := parseInstance(unit)
-	return p
 }

@@ -1,7 +1,6 @@
 package units
 
 import (
-	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -91,12 +90,6 @@ type record struct {
 	// Release is the directory the live symlink pointed at when it was
 	// started, as the node sees it: its WorkingDirectory resolved there.
 	Release string `json:"release"`
-	// Invocation is systemd's InvocationID of the run drover started, and
-	// Exposed is true once a Start rewrote the template under the running
-	// instance (handover.go): a run other than Invocation may then run the
-	// other release's unit.
-	Invocation string `json:"invocation,omitempty"`
-	Exposed    bool   `json:"exposed,omitempty"`
 }
 
 // NewSystemd returns a systemd supervisor; it connects on first use.
@@ -150,7 +143,7 @@ func (s *Systemd) apply(ctx context.Context, workers []spec.Worker, liveDir stri
 	if err := checkWorkers(workers); err != nil {
 		return err
 	}
-	files := map[string][]byte{}
+	rendered := map[string][]byte{}
 	for _, w := range workers {
 		if err := refuseRootUser(s.cfg.Root, &w); err != nil && !s.cfg.AllowRoot {
 			return err
@@ -160,11 +153,18 @@ func (s *Systemd) apply(ctx context.Context, workers []spec.Worker, liveDir stri
 			return err
 		}
 		for name, data := range f {
-			files[name] = data
+			rendered[name] = data
 		}
 	}
 	if err := s.loadRecords(); err != nil {
 		return err
+	}
+	files := rendered
+	if additive {
+		var err error
+		if files, err = s.besideLive(workers, rendered); err != nil {
+			return err
+		}
 	}
 	changed, err := s.syncFiles(files)
 	if err != nil {
@@ -207,11 +207,11 @@ func (s *Systemd) apply(ctx context.Context, workers []spec.Worker, liveDir stri
 
 	release := liveRelease(s.cfg.Root, liveDir)
 	if additive {
-		return s.startAll(ctx, workers, files, liveDir, release)
+		return s.startAll(ctx, workers, rendered, liveDir, release)
 	}
 	for i := range workers {
 		w := &workers[i]
-		fp := s.fingerprintOf(files, w, release)
+		fp := s.fingerprintOf(rendered, w, release)
 		for _, port := range w.InstancePorts() {
 			if err := s.ensure(ctx, w, port, fp, liveDir); err != nil {
 				return err
@@ -306,8 +306,6 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 	rec, _ := s.record(unit)
 	switch {
 	case rec.Fingerprint != fp || st.Active != "active" || st.Sub != "running":
-	case rec.Exposed && rec.Invocation != "" && st.Invocation != rec.Invocation:
-		log.Warn("worker instance restarted by systemd after its template was rewritten for another release; restarting it", "invocation", st.Invocation)
 	case !present(s.cfg.Root, rec.Release, w.Name):
 		log.Warn("worker instance unchanged but the release it started in is gone; restarting it", "release", rec.Release)
 	default:
@@ -317,13 +315,6 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 		err := health.Wait(cctx, []health.Check{once})
 		cancel()
 		if err == nil {
-			if rec.Exposed || rec.Invocation == "" {
-				// Its own unit again, and never restarted since; or
-				// recorded by an older drover: this run is the one to
-				// know.
-				rec.Exposed, rec.Invocation = false, cmp.Or(rec.Invocation, st.Invocation)
-				s.setRecord(unit, rec)
-			}
 			return nil
 		}
 		log.Warn("worker instance unchanged but not healthy; restarting it", "err", err)
@@ -370,7 +361,7 @@ func (s *Systemd) ensure(ctx context.Context, w *spec.Worker, port int, fp, live
 	if err := s.cfg.settle(ictx, check, start, probe); err != nil {
 		return s.instanceError(w, port, unit, err)
 	}
-	s.setRecord(unit, record{Fingerprint: fp, Release: release, Invocation: base.Invocation})
+	s.setRecord(unit, record{Fingerprint: fp, Release: release})
 	if err := s.saveRecords(); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,10 +195,10 @@ func TestSystemdOverlap(t *testing.T) {
 }
 
 // TestSystemdOverlapRollbackAfterACrash: an old instance that crashes
-// during an overlap is restarted by systemd from the template Start
-// rewrote (the new release, on its old port); the rollback's Apply finds it
-// on a run it did not start and restarts it on the old release, and leaves
-// the old instance that did not crash alone.
+// during an overlap is restarted by systemd from its own release, on its
+// own port, since Start gave the new instances their own unit files and
+// left the template to the live ones; the rollback's Apply then leaves both
+// old instances alone, stops the new range and removes its unit files.
 func TestSystemdOverlapRollbackAfterACrash(t *testing.T) {
 	w, n, sup := systemdWorld(t)
 	port := freePorts(t, 4)
@@ -213,22 +214,33 @@ func TestSystemdOverlapRollbackAfterACrash(t *testing.T) {
 	if err := sup.Start(ctx, []spec.Worker{api.OnAlt()}, w.releaseDir("r2")); err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range api.AltPorts() {
+		if in := mustInfo(t, p); in.Version != "v2" {
+			t.Fatalf("the new range's instance on %d runs %q, want v2", p, in.Version)
+		}
+	}
+	crashed := mustInfo(t, port)
 	if _, err := n.Systemctl(ctx, "kill", "--signal=SIGKILL", InstanceName("api", port)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if in, err := getInfo(port); err == nil && in.Version == "v2" {
-			break // the gap: the new release on the old port
+		in, err := getInfo(port)
+		if err == nil && in.PID != crashed.PID {
+			if in.Version != "v1" || !w.runsIn(t, in, "r1", "api") {
+				t.Fatalf("systemd restarted the crashed live instance as %q in %s, want v1 in r1", in.Version, in.Cwd)
+			}
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the killed instance did not come back from the rewritten template")
+			t.Fatal("systemd did not restart the killed instance")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	restarted := mustInfo(t, port)
 	w.mustApply(t, api) // the rollback: current still names r1
-	if in := mustInfo(t, port); in.Version != "v1" || !w.runsIn(t, in, "r1", "api") {
-		t.Fatalf("after the rollback the crashed instance runs %q in %s, want v1 in r1", in.Version, in.Cwd)
+	if in := mustInfo(t, port); in.PID != restarted.PID || in.Version != "v1" {
+		t.Fatalf("the rollback restarted the instance systemd had brought back on v1 (pid %d -> %d, %s)", restarted.PID, in.PID, in.Version)
 	}
 	if in := mustInfo(t, port+1); in.PID != kept.PID {
 		t.Fatalf("the instance that did not crash was restarted (pid %d -> %d)", kept.PID, in.PID)
@@ -236,6 +248,9 @@ func TestSystemdOverlapRollbackAfterACrash(t *testing.T) {
 	for _, p := range api.AltPorts() {
 		if _, err := getInfo(p); err == nil {
 			t.Fatalf("port %d of the new range still answers after the rollback", p)
+		}
+		if _, err := os.Stat(filepath.Join(w.root, DefaultUnitsDir, InstanceName("api", p))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the new range's unit file %s is left after the rollback: %v", InstanceName("api", p), err)
 		}
 	}
 }
