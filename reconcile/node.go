@@ -586,7 +586,14 @@ func (n *Node) rollout(ctx, lockCtx, turnCtx context.Context, from, to string, s
 
 	err = n.switchAndVerify(lockCtx, e, to, sp)
 	if err == nil && lockCtx.Err() == nil {
-		if uerr := n.rejoin(ctx, e, to); uerr != nil {
+		uerr := n.journalRejoin(e, to)
+		if uerr == nil {
+			// Reported only once journaled: whoever sees "undraining"
+			// may rely on a restarted agent finishing it forward.
+			n.setStep(ctx, StepUndraining, to, nil)
+			uerr = n.undrainAndClear(ctx, e)
+		}
+		if uerr != nil {
 			n.setStep(ctx, StepFailed, to, uerr)
 			return out, uerr
 		}
@@ -821,16 +828,11 @@ func (n *Node) journalRejoin(e *entry, rev string) error {
 	return n.journal.write(e)
 }
 
-// rejoin is journalRejoin, then the undrain and the journal cleared: the
-// end of a rollout, of a rollback and of a first deploy finished by
-// Recover alike.
+// rejoin is journalRejoin, then the undrain and the journal cleared.
 func (n *Node) rejoin(ctx context.Context, e *entry, rev string) error {
 	if err := n.journalRejoin(e, rev); err != nil {
 		return err
 	}
-	// Reported only once journaled: whoever sees "undraining" may rely on
-	// a restarted agent finishing it forward.
-	n.setStep(ctx, StepUndraining, rev, nil)
 	return n.undrainAndClear(ctx, e)
 }
 
