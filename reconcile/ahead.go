@@ -35,11 +35,10 @@ import (
 //
 // While the range started ahead waits, the guard still checks the live
 // release and judges the node, but restarts no instance and puts back
-// no drift (aheadWaiting): the unit template already names the new release,
-// and the supervisor's Apply would stop the range started ahead (with
-// systemd the two ranges share one template unit, so a live instance that
-// crashes while the range waits comes back on the new release's unit: the
-// price of the overlap, here for the length of the wait). When the turn
+// no drift (aheadWaiting): the supervisor's Apply would stop the range
+// started ahead. (With systemd the new range's instances have their own
+// unit files beside the live template, so a live instance that crashes
+// while the range waits comes back on its own release.) When the turn
 // does not come the range is stopped (settle); an agent killed meanwhile
 // finds no journal, and its Recover starts the live placement and stops the
 // rest.

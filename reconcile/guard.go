@@ -171,8 +171,8 @@ func (n *Node) guardRound(ctx context.Context, gc GuardConfig, g *guard) {
 	if ahead {
 		// The next release's workers, started ahead of the node's turn,
 		// run beside the live ones (ahead.go): a restart or a put-back
-		// of the workers would stop them, and the unit template names
-		// them now. The turn that comes next verifies everything.
+		// of the workers would stop them. The turn that comes next
+		// verifies everything.
 		return
 	}
 	n.restartFailing(ctx, gc, g, rev, sp, now)
@@ -390,6 +390,7 @@ func (n *Node) liveSpec(g *guard) (string, *spec.Spec, error) {
 		if g.place != place {
 			// Other instances: what failed on the old ports says nothing.
 			g.place, g.checks = place, n.checks(g.sp, false)
+			g.fails, g.passes = 0, 0
 			clear(g.failingSince)
 		}
 		return rev, g.sp, nil

@@ -112,13 +112,17 @@ func EncryptFile(name string, in io.Reader, recipientsFile string) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	clear, err := io.ReadAll(io.LimitReader(in, maxEnvFile+1))
-	defer Wipe(clear)
+	// One buffer, read into and wiped once: a growing one (io.ReadAll)
+	// would leave copies of the clear text behind, unwiped.
+	buf := make([]byte, maxEnvFile+1)
+	defer Wipe(buf)
+	n, err := io.ReadFull(in, buf)
 	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	case len(clear) > maxEnvFile:
+		return nil, err // a read error names the file already
+	default:
 		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxEnvFile)
 	}
-	return Encrypt(name, clear, rs)
+	return Encrypt(name, buf[:n], rs)
 }

@@ -73,6 +73,15 @@ func (in *Init) Build(dir string) (*Node, []NewFile, error) {
 		}
 		return ""
 	}
+	lb := in.LB
+	if lb.Driver == "" {
+		switch {
+		case lb.DigitalOcean.LoadBalancerID != "":
+			lb.Driver = "digitalocean"
+		case lb.HAProxy.Socket != "":
+			lb.Driver = "haproxy"
+		}
+	}
 	c, redis := in.Cluster, len(in.Cluster.Redis) > 0 || len(in.Cluster.SentinelAddrs) > 0
 	for _, u := range []struct {
 		s    *InitSecret
@@ -81,7 +90,7 @@ func (in *Init) Build(dir string) (*Node, []NewFile, error) {
 	}{
 		{&in.RedisPassword, redis, "--redis or --sentinel"},
 		{&in.SentinelPassword, len(c.SentinelAddrs) > 0, "--sentinel"},
-		{&in.DOToken, in.LB.Driver == "" || in.LB.Driver == "digitalocean", "the digitalocean driver"},
+		{&in.DOToken, lb.Driver == "digitalocean", "the digitalocean driver (--do-lb-id, or --lb-driver digitalocean)"},
 	} {
 		if path(u.s) != "" && !u.used {
 			return nil, nil, fmt.Errorf("--%s is used only with %s", u.s.Flag, u.why)
@@ -101,15 +110,6 @@ func (in *Init) Build(dir string) (*Node, []NewFile, error) {
 	if w := in.Webhook; in.WebhookSecret.present() || w.ServerName != "" {
 		w.SecretFile = path(&in.WebhookSecret)
 		n.Webhook = &w
-	}
-	lb := in.LB
-	if lb.Driver == "" {
-		switch {
-		case lb.DigitalOcean.LoadBalancerID != "":
-			lb.Driver = "digitalocean"
-		case lb.HAProxy.Socket != "":
-			lb.Driver = "haproxy"
-		}
 	}
 	if lb.Driver != "" && lb.Driver != "none" {
 		n.LB.Driver, n.LB.HealthCheck = lb.Driver, lb.HealthCheck

@@ -45,6 +45,7 @@ func TestInitBuild(t *testing.T) {
 		{func(in *Init) { in.RedisPassword.Value = "pw" }, "--redis-password is used only with --redis or --sentinel"},
 		{func(in *Init) { in.Cluster.Redis = []string{"r:6379"}; in.SentinelPassword.File = "/x" }, "--sentinel-password is used only with --sentinel"},
 		{func(in *Init) { in.LB.Driver = "haproxy"; in.DOToken.Value = "t" }, "--do-token is used only with the digitalocean driver"},
+		{func(in *Init) { in.DOToken.Value = "t" }, "--do-token is used only with the digitalocean driver"}, // no LB named at all
 	} {
 		in := NewInit()
 		tc.set(in)

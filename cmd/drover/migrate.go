@@ -49,7 +49,7 @@ resolve  clears a failed or interrupted no-transaction migration after you
 `
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand(args, migrateUsage, stderr, "status", "up", "resolve")
+	sub, args, err := subcommand("migrate", args, migrateUsage, stderr, "status", "up", "resolve")
 	if err != nil {
 		return err
 	}

@@ -126,10 +126,11 @@ func setUsage(fs *flag.FlagSet, stderr io.Writer, usage string) {
 	}
 }
 
-// subcommand splits the subcommand (one of subs) off the arguments of a
-// command that has them (migrate, secrets); none, help or an unknown one
-// prints usage.
-func subcommand(args []string, usage string, stderr io.Writer, subs ...string) (string, []string, error) {
+// subcommand splits the subcommand (one of subs) off the arguments of
+// drover name, a command that has them (migrate, secrets); none, help or
+// an unknown one prints usage. Each subcommand has its own flags, which its
+// -h lists.
+func subcommand(name string, args []string, usage string, stderr io.Writer, subs ...string) (string, []string, error) {
 	list := strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 	switch {
 	case len(args) == 0:
@@ -138,7 +139,7 @@ func subcommand(args []string, usage string, stderr io.Writer, subs ...string) (
 	case slices.Contains(subs, args[0]):
 		return args[0], args[1:], nil
 	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
-		fmt.Fprint(stderr, usage)
+		fmt.Fprintf(stderr, "%s\nRun drover %s SUBCOMMAND -h for its flags.\n", usage, name)
 		return "", nil, flag.ErrHelp
 	}
 	fmt.Fprint(stderr, usage)

@@ -27,7 +27,7 @@ A recipients file lists age recipients (age1…), one per line, # comments: ever
 `
 
 func cmdSecrets(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand(args, secretsUsage, stderr, "keygen", "recipients", "encrypt", "edit")
+	sub, args, err := subcommand("secrets", args, secretsUsage, stderr, "keygen", "recipients", "encrypt", "edit")
 	if err != nil {
 		return err
 	}
