@@ -26,6 +26,7 @@ func (s *Systemd) Drift(ctx context.Context, workers []spec.Worker, liveDir stri
 	defer s.mu.Unlock()
 	files := map[string][]byte{}
 	var instances []string
+	instancesOf := map[string][]string{} // template -> its wanted instances
 	for _, w := range workers {
 		f, err := Render(w, liveDir)
 		if err != nil {
@@ -34,10 +35,23 @@ func (s *Systemd) Drift(ctx context.Context, workers []spec.Worker, liveDir stri
 		maps.Copy(files, f)
 		for _, p := range w.InstancePorts() {
 			instances = append(instances, InstanceName(w.Name, p))
+			instancesOf[TemplateName(w.Name)] = append(instancesOf[TemplateName(w.Name)], InstanceName(w.Name, p))
 		}
 	}
 	var drift []string
 	dir := filepath.Join(s.cfg.Root, s.cfg.UnitsDir)
+	// After an overlap, until the settle's Apply, the template is still
+	// the old range's and each wanted instance runs from its own file
+	// (besideLive): that is no drift when every one of them holds the
+	// wanted unit.
+	ownFiles := func(tmpl string) bool {
+		for _, inst := range instancesOf[tmpl] {
+			if cur, err := os.ReadFile(filepath.Join(dir, inst)); err != nil || !bytes.Equal(cur, files[tmpl]) {
+				return false
+			}
+		}
+		return len(instancesOf[tmpl]) > 0
+	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		cur, err := os.ReadFile(filepath.Join(dir, name))
 		switch {
@@ -45,7 +59,7 @@ func (s *Systemd) Drift(ctx context.Context, workers []spec.Worker, liveDir stri
 			drift = append(drift, "unit file "+name+" is missing")
 		case err != nil:
 			return drift, err
-		case !bytes.Equal(cur, files[name]):
+		case !bytes.Equal(cur, files[name]) && !ownFiles(name):
 			drift = append(drift, "unit file "+name+" was changed")
 		}
 	}

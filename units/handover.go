@@ -172,6 +172,22 @@ func (s *Systemd) besideLive(workers []spec.Worker, rendered map[string][]byte) 
 			continue
 		}
 		files[tmpl] = live
+		// Live instances that run from their own file (an earlier
+		// overlap that never settled) keep it.
+		own, err := filepath.Glob(filepath.Join(dir, "drover-"+w.Name+"@*.service"))
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range own {
+			if _, _, ok := parseInstance(filepath.Base(f)); !ok || !managed(f) {
+				continue
+			}
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("read unit %s: %w", filepath.Base(f), err)
+			}
+			files[filepath.Base(f)] = data
+		}
 		for _, port := range w.InstancePorts() {
 			files[InstanceName(w.Name, port)] = rendered[tmpl]
 		}

@@ -1,7 +1,10 @@
 package units
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,6 +132,65 @@ func TestSandboxOfReleaseDir(t *testing.T) {
 			if !strings.Contains(unit, want) {
 				t.Errorf("unit for %s lacks %s:\n%s", dir, want, unit)
 			}
+		}
+	}
+}
+
+// TestBesideLive: the unit files Start writes. The template stays the live
+// instances' and each new instance gets the new unit as its own file; live
+// instances that already run from their own file (an earlier overlap that
+// never settled) keep it; a new worker, or one whose unit did not change,
+// just gets its template.
+func TestBesideLive(t *testing.T) {
+	root := t.TempDir()
+	s := NewSystemd(SystemdConfig{Config: testConfig(t), Root: root})
+	units := filepath.Join(root, DefaultUnitsDir)
+	if err := os.MkdirAll(units, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	api, same := testWorker("api", 4000, 2), testWorker("same", 5000, 1)
+	render := func(w spec.Worker, dir string) []byte {
+		f, err := Render(w, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f[TemplateName(w.Name)]
+	}
+	older, live, next := render(api, "/srv/drover/releases/r1"), render(api, "/srv/drover/releases/r2"), render(api, "/srv/drover/releases/r3")
+	for name, data := range map[string][]byte{
+		TemplateName("api"):       older,                                // r1's template, never rewritten (settle failed)
+		InstanceName("api", 4002): live,                                 // r2 live on the second range, from its own files
+		InstanceName("api", 4003): live,                                 //
+		InstanceName("api", 4009): []byte("# an operator's own unit\n"), // not drover's: not kept, not touched
+		TemplateName("same"):      render(same, "/srv/drover/current"),
+	} {
+		if err := os.WriteFile(filepath.Join(units, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rendered := map[string][]byte{TemplateName("api"): next, TemplateName("same"): render(same, "/srv/drover/current"),
+		TemplateName("new"): render(testWorker("new", 6000, 1), "/srv/drover/current")}
+	files, err := s.besideLive([]spec.Worker{api, same, testWorker("new", 6000, 1)}, rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{
+		TemplateName("api"):       older,
+		InstanceName("api", 4002): live,
+		InstanceName("api", 4003): live,
+		InstanceName("api", 4000): next,
+		InstanceName("api", 4001): next,
+		TemplateName("same"):      rendered[TemplateName("same")],
+		TemplateName("new"):       rendered[TemplateName("new")],
+	}
+	for name, data := range want {
+		if !bytes.Equal(files[name], data) {
+			t.Errorf("%s: got\n%s\nwant\n%s", name, files[name], data)
+		}
+	}
+	for name := range files {
+		if want[name] == nil {
+			t.Errorf("besideLive writes %s, which it should leave alone", name)
 		}
 	}
 }

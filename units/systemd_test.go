@@ -219,6 +219,10 @@ func TestSystemdOverlapRollbackAfterACrash(t *testing.T) {
 			t.Fatalf("the new range's instance on %d runs %q, want v2", p, in.Version)
 		}
 	}
+	// What the guard asks once the new range is live, until the settle.
+	if d, err := sup.Drift(ctx, []spec.Worker{api.OnAlt()}, w.releaseDir("r2")); err != nil || len(d) > 0 {
+		t.Fatalf("drift of the new range after Start = %q, %v; want none: its instances run from their own unit files", d, err)
+	}
 	crashed := mustInfo(t, port)
 	if _, err := n.Systemctl(ctx, "kill", "--signal=SIGKILL", InstanceName("api", port)); err != nil {
 		t.Fatal(err)
