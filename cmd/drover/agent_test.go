@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -59,6 +60,9 @@ type testNode struct {
 	// handover, when set, is each commit's rollout.handover (default:
 	// the spec's default, auto).
 	handover string
+	// workerJS, when set, is the api worker's server.js in each commit
+	// (default: the package's workerJS).
+	workerJS string
 	// allLogs keeps the logs of every agent started on this node.
 	allLogs []*testsvc.LogBuffer
 }
@@ -178,7 +182,7 @@ workers:
 `, handover, n.apiPort)
 	n.write("repo/drover.yaml", spec+n.specExtra)
 	n.write("repo/sites/blog/index.html", blog+"\n")
-	n.write("repo/workers/api/server.js", workerJS)
+	n.write("repo/workers/api/server.js", cmp.Or(n.workerJS, workerJS))
 	n.write("repo/workers/api/version.txt", version+"\n")
 	n.git("-C", n.repo, "add", "-A")
 	n.git("-C", n.repo, "commit", "-q", "-m", "blog "+blog+", api "+version)
