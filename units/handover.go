@@ -179,14 +179,16 @@ func (s *Systemd) besideLive(workers []spec.Worker, rendered map[string][]byte) 
 			return nil, err
 		}
 		for _, f := range own {
-			if _, _, ok := parseInstance(filepath.Base(f)); !ok || !managed(f) {
+			if _, _, ok := parseInstance(filepath.Base(f)); !ok {
 				continue
 			}
 			data, err := os.ReadFile(f)
 			if err != nil {
 				return nil, fmt.Errorf("read unit %s: %w", filepath.Base(f), err)
 			}
-			files[filepath.Base(f)] = data
+			if bytes.HasPrefix(data, []byte(managedHeader)) { // an operator's own file is not ours to keep
+				files[filepath.Base(f)] = data
+			}
 		}
 		for _, port := range w.InstancePorts() {
 			files[InstanceName(w.Name, port)] = rendered[tmpl]
