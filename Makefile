@@ -23,11 +23,9 @@ setup:
 # marked parallel.
 test: unit e2e
 
-# Four packages at a time: the slow ones wait (systemd nodes booting,
-# LB checks, real agents), so two CPUs are not the limit.
 unit: setup
 	$(GO) vet ./...
-	$(GO) test -p 4 -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 15m ./...
 
 e2e: setup
 	$(GO) vet -tags e2e ./cmd/drover/ ./e2e/

@@ -33,12 +33,13 @@ type fakeDO struct {
 	unit   time.Duration  // one second of the LB's settings
 
 	mu       sync.Mutex
-	members  []int           // droplet_ids, or the droplets carrying tag
-	inject   []injection     // failures for the next matching requests
-	calls    []string        // every API request, "METHOD path"
-	failures int             // injected failures answered
-	polls    []poll          // health checks made
-	slept    []time.Duration // the driver's retry waits
+	members  []int                // droplet_ids, or the droplets carrying tag
+	inject   []injection          // failures for the next matching requests
+	calls    []string             // every API request, "METHOD path"
+	failures int                  // injected failures answered
+	polls    []poll               // health checks made
+	inflight map[string]time.Time // checker -> start of its check in flight
+	slept    []time.Duration      // the driver's retry waits
 }
 
 type injection struct {
@@ -68,7 +69,7 @@ func startFakeDO(t *testing.T, tag string, healthURL string, checkers ...string)
 		t: t, token: "dop_v1_test", lbID: "4de7ac8b-495b-4884-9a69-1050c6793cd6", tag: tag, droplt: 3164444,
 		hc:      map[string]int{"check_interval_seconds": 10, "response_timeout_seconds": 5, "unhealthy_threshold": 3, "healthy_threshold": 5},
 		unit:    20 * time.Millisecond,
-		members: []int{3164445, 3164444},
+		members: []int{3164445, 3164444}, inflight: map[string]time.Time{},
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -109,23 +110,42 @@ func (f *fakeDO) checkLoop(ctx context.Context, url, from string) {
 			continue
 		}
 		p := poll{at: time.Now(), from: from}
+		f.mu.Lock()
+		f.inflight[from] = p.at
+		f.mu.Unlock()
 		if resp, err := c.Get(url); err == nil {
 			p.status = resp.StatusCode
 			resp.Body.Close()
 		}
 		f.mu.Lock()
 		f.polls = append(f.polls, p)
+		delete(f.inflight, from)
 		f.mu.Unlock()
 	}
 }
 
-// okPollsSince counts health checks answered 200 since t, per checker.
+// okPollsSince counts health checks answered 200 that started after t
+// and before now, per checker. nginx logs an answer before the checker has
+// read it, so a check still in flight is waited for: the driver may have
+// counted it already.
 func (f *fakeDO) okPollsSince(t time.Time) map[string]int {
+	until := time.Now()
+	for deadline := until.Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		busy := false
+		for _, at := range f.inflight {
+			busy = busy || !at.After(until)
+		}
+		f.mu.Unlock()
+		if !busy {
+			break
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := map[string]int{}
 	for _, p := range f.polls {
-		if p.at.After(t) && p.status == 200 {
+		if p.at.After(t) && !p.at.After(until) && p.status == 200 {
 			n[p.from]++
 		}
 	}
